@@ -1,0 +1,73 @@
+"""Shared pieces of every sampler: the result type, the divergence error, gradients of a log-density.
+
+Convention (one for the whole package): a sampler is handed a *log-density* ``log_prob(z) -> (batch,)``,
+higher meaning more likely. It never sees an energy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+LogDensity = Callable[[torch.Tensor], torch.Tensor]
+
+
+class SamplerDivergedError(FloatingPointError):
+    """Raised when a sampler's state or log-density stops being finite.
+
+    Carries the sampler name and the step so the training loop can report or recover.
+    """
+
+    def __init__(self, sampler: str, step: int, what: str, step_size: float):
+        self.sampler = sampler
+        self.step = step
+        self.what = what
+        self.step_size = step_size
+        super().__init__(
+            f"{sampler} sampler diverged at step {step}: {what} is NaN or Inf (step size {step_size:g}). "
+            f"Try a smaller step size, gradient clipping (train.grad_clip), or a clamp on |f| / |z| "
+            f"(prior.f_clamp, sampling.z_clamp)."
+        )
+
+
+@dataclass
+class Samples:
+    """What a sampler returns.
+
+    z: final states, (batch, dim), detached.
+    trace: mean log-density over the batch at each step (length steps + 1, index 0 = start), or None.
+    snapshots: list of (step, z) copies, or None.
+    stats: sampler-specific numbers (for example MALA's acceptance rate).
+    """
+
+    z: torch.Tensor
+    trace: Optional[list] = None
+    snapshots: Optional[list] = None
+    stats: dict = field(default_factory=dict)
+
+
+def log_prob_and_grad(log_prob: LogDensity, z: torch.Tensor, create_graph: bool = False):
+    """Return (log_prob(z), d/dz sum log_prob(z)) for a (batch, dim) tensor.
+
+    Only z receives a gradient: ``torch.autograd.grad`` with ``inputs=z`` never writes ``.grad`` of any
+    parameter, so sampling leaves the model's gradient buffers untouched.
+    """
+    with torch.enable_grad():
+        z = z.detach().requires_grad_(True)
+        lp = log_prob(z)
+        if lp.dim() != 1 or lp.shape[0] != z.shape[0]:
+            raise ValueError(
+                f"log_prob must return one value per row of z, shape ({z.shape[0]},); got {tuple(lp.shape)}"
+            )
+        (grad,) = torch.autograd.grad(lp.sum(), z, create_graph=create_graph)
+    return lp.detach(), grad
+
+
+def check_z(z: torch.Tensor, name: str = "z") -> None:
+    if not isinstance(z, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
+    if z.dim() != 2:
+        raise ValueError(f"{name} must have shape (batch, dim); got shape {tuple(z.shape)}")
+    if not z.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor; got {z.dtype}")
