@@ -19,5 +19,5 @@ class ShortRunMLE(PriorObjective):
         f_pos = prior.f(z_pos.detach())
         f_neg = prior.f(z_neg.detach())
         loss = f_neg.mean() - f_pos.mean()
-        return loss, {"f_pos": float(f_pos.mean()), "f_neg": float(f_neg.mean()),
-                      "f_gap": float(f_pos.mean() - f_neg.mean())}
+        fp, fn = float(f_pos.detach().mean()), float(f_neg.detach().mean())
+        return loss, {"f_pos": fp, "f_neg": fn, "f_gap": fp - fn}

@@ -1,0 +1,284 @@
+"""Recipes: YAML in, typed dataclasses out. Unknown keys and wrong types are rejected with the valid choices.
+
+A recipe has the sections ``data``, ``model``, ``prior``, ``sampling``, ``train`` and ``generate`` plus
+``name`` and ``seed``. ``apply_overrides(recipe, ["train.steps=200"])`` sets values from the command line,
+each value parsed as YAML (so ``1e-3``, ``true``, ``null`` and ``[0.5, 0.999]`` work).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+
+class ConfigError(ValueError):
+    """A recipe is malformed; the message names the key and what was expected."""
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "grammar"            # a name in textebm.data.CORPORA or a local file/directory
+    data_dir: Optional[str] = None     # where the corpus files are (named corpora)
+    tokenizer: str = "word"            # word | sentencepiece
+    min_count: int = 1                 # word vocabulary: minimum training count
+    max_vocab: Optional[int] = None    # word vocabulary: maximum size including special tokens
+    spm_vocab_size: int = 8000         # sentencepiece vocabulary size
+    max_len: int = 40                  # maximum tokens per sentence (words or pieces, no <s> </s>)
+    length_policy: str = "truncate"    # truncate | drop sentences longer than max_len
+    lowercase: bool = False
+    options: Dict[str, Any] = field(default_factory=dict)  # corpus-specific loader options
+
+    _choices = {"tokenizer": ("word", "sentencepiece"), "length_policy": ("truncate", "drop")}
+    _ranges = {"min_count": (1, None), "max_len": (1, None), "spm_vocab_size": (8, None)}
+
+
+@dataclass
+class ModelConfig:
+    latent_dim: int = 32
+    decoder: str = "lstm"
+    embed_dim: int = 128
+    hidden_dim: int = 512
+    dropout_in: float = 0.5
+    dropout_out: float = 0.5
+    init_range: float = 0.1
+    decoder_args: Dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the decoder
+
+    _ranges = {"latent_dim": (1, None), "embed_dim": (1, None), "hidden_dim": (1, None),
+               "dropout_in": (0.0, 1.0), "dropout_out": (0.0, 1.0), "init_range": (0.0, None)}
+
+
+@dataclass
+class PriorConfig:
+    hidden: int = 200
+    n_layers: int = 2
+    activation: str = "leaky_relu"
+    negative_slope: float = 0.2
+    sigma0: float = 1.0
+    f_clamp: Optional[float] = None
+    objective: str = "mle"
+    objective_args: Dict[str, Any] = field(default_factory=dict)
+    sampler: str = "langevin"
+    sampler_args: Dict[str, Any] = field(default_factory=dict)
+    amortizer: Optional[str] = None
+
+    _ranges = {"hidden": (1, None), "n_layers": (0, None), "sigma0": (1e-12, None)}
+
+
+@dataclass
+class SamplingConfig:
+    prior_steps: int = 60             # K0
+    prior_step_size: float = 0.4      # s0
+    posterior_steps: int = 20         # K1
+    posterior_step_size: float = 0.1  # s1
+    noise: bool = True
+    z_clamp: Optional[float] = None
+    on_nan: str = "raise"             # raise | skip (skip the batch and halve both step sizes)
+
+    _choices = {"on_nan": ("raise", "skip")}
+    _ranges = {"prior_steps": (0, None), "posterior_steps": (0, None),
+               "prior_step_size": (1e-12, None), "posterior_step_size": (1e-12, None)}
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 40000
+    batch_size: int = 32
+    lr_decoder: float = 1e-3
+    lr_prior: float = 1e-4
+    betas_decoder: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    betas_prior: List[float] = field(default_factory=lambda: [0.5, 0.999])
+    weight_decay: float = 0.0
+    grad_clip: Optional[float] = 5.0   # max global gradient norm per optimizer; null = no clipping
+    lr_schedule: str = "constant"      # constant | cosine | linear (decay to 0 at the last step)
+    warmup_steps: int = 0
+    log_every: int = 10
+    eval_every: int = 500
+    eval_batches: Optional[int] = None  # validation batches per evaluation (null = whole split)
+    save_every: int = 1000
+    keep_checkpoints: int = 3
+    device: str = "auto"               # auto | cpu | cuda | cuda:N
+    num_threads: Optional[int] = None  # torch CPU threads (null = torch's default)
+
+    _choices = {"lr_schedule": ("constant", "cosine", "linear")}
+    _ranges = {"steps": (0, None), "batch_size": (1, None), "lr_decoder": (0.0, None), "lr_prior": (0.0, None),
+               "log_every": (1, None), "eval_every": (1, None), "save_every": (1, None),
+               "keep_checkpoints": (1, None), "warmup_steps": (0, None)}
+
+
+@dataclass
+class GenerateConfig:
+    max_len: int = 40
+    greedy: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+    _ranges = {"max_len": (1, None), "temperature": (1e-12, None), "top_k": (0, None), "top_p": (1e-12, 1.0)}
+
+
+@dataclass
+class Recipe:
+    name: str = "run"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+
+# ---- conversion -----------------------------------------------------------------------------------------
+def _fields(cls) -> Dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value, tp, where: str):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union:  # Optional[X]
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                isinstance(value, float) and not value.is_integer()):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if math.isnan(value):
+            raise ConfigError(f"{where}: NaN is not allowed")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if origin in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else list(value)
+    if origin in (dict, Dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def from_dict(cls, data, where: str = "recipe"):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and checking types, choices and ranges."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {type(data).__name__}")
+    fields = _fields(cls)
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; valid keys are: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where != "recipe" else k) for k, v in data.items()}
+    obj = cls(**kwargs)
+    validate(obj, where)
+    return obj
+
+
+def validate(obj, where: str = "recipe") -> None:
+    prefix = "" if where == "recipe" else f"{where}."
+    for k, allowed in getattr(type(obj), "_choices", {}).items():
+        v = getattr(obj, k)
+        if v not in allowed:
+            raise ConfigError(f"{prefix}{k}: {v!r} is not one of {', '.join(map(str, allowed))}")
+    for k, (lo, hi) in getattr(type(obj), "_ranges", {}).items():
+        v = getattr(obj, k)
+        if v is None:
+            continue
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise ConfigError(f"{prefix}{k}: {v!r} must be {rng}")
+
+
+def to_dict(obj) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def load_recipe(path) -> Recipe:
+    """Read a YAML recipe file into a :class:`Recipe` (clear errors for missing files and bad YAML)."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"recipe file not found: {path}")
+    if path.is_dir():
+        raise ConfigError(f"recipe path is a directory, expected a YAML file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"recipe {path} is not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"recipe {path} is not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        raise ConfigError(f"recipe {path} is empty")
+    return from_dict(Recipe, data)
+
+
+def apply_overrides(recipe: Recipe, overrides: List[str]) -> Recipe:
+    """Return a new recipe with ``section.key=value`` overrides applied (values parsed as YAML)."""
+    import yaml
+
+    data = to_dict(recipe)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.steps=200)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        node = data
+        for i, p in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or p not in node:
+                raise ConfigError(f"override {key!r}: unknown section {'.'.join(parts[:i + 1])!r}; "
+                                  f"valid sections are: {', '.join(k for k, v in data.items() if isinstance(v, dict))}")
+            node = node[p]
+        if not isinstance(node, dict) or (parts[-1] not in node and not _is_free_mapping(recipe, parts[:-1])):
+            valid = ", ".join(node) if isinstance(node, dict) else "(none)"
+            raise ConfigError(f"override {key!r}: unknown key {parts[-1]!r}; valid keys are: {valid}")
+        node[parts[-1]] = value
+    return from_dict(Recipe, data)
+
+
+def _is_free_mapping(recipe, path) -> bool:
+    """True when ``path`` names a free-form dict field (e.g. prior.objective_args)."""
+    node = recipe
+    for p in path:
+        node = getattr(node, p, None) if not isinstance(node, dict) else node.get(p)
+    return isinstance(node, dict)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_dict(recipe), sort_keys=False)

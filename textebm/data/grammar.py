@@ -1,0 +1,942 @@
+"""A small probabilistic context-free grammar with exactly computable sentence probabilities.
+
+The bundled corpus in ``data/grammar/`` is sampled from :data:`DEFAULT_GRAMMAR`.  Because the
+generating distribution is known, the exact negative log-likelihood of any sentence can be
+computed (:meth:`PCFG.log_prob`, the inside algorithm summed over all derivations) and used as
+the "true entropy" reference that language models trained on the corpus are compared against.
+
+Probability semantics
+---------------------
+``p(x)`` is the probability that a derivation started at the start symbol yields exactly the
+token sequence ``x``.  A sentence ends when its derivation ends, so there is no separate
+end-of-sentence probability: the sum of ``p(x)`` over all strings is 1.  When comparing with a
+left-to-right model that predicts an end-of-sentence event, that event is free under the
+grammar, which is why perplexities are reported per token *including* one end-of-sentence
+event per sentence: ``exp(total_nll / (n_tokens + n_sentences))``.
+
+Regenerate the bundled files with::
+
+    python -m textebm.data.grammar --out data/grammar --seed 0
+
+This module depends on the Python standard library and numpy only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import math
+import os
+import sys
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = [
+    "PCFG",
+    "DEFAULT_GRAMMAR",
+    "DEFAULT_START",
+    "DEFAULT_COUNTS",
+    "SPLITS",
+    "default_grammar",
+    "sample_splits",
+    "split_stats",
+    "generate_corpus",
+    "read_split",
+    "main",
+]
+
+RHS = Union[str, Sequence[str]]
+Rules = Mapping[str, Sequence[Tuple[float, RHS]]]
+
+SPLITS = ("train", "valid", "test")
+DEFAULT_COUNTS = {"train": 10_000, "valid": 1_000, "test": 1_000}
+DEFAULT_START = "S"
+
+_PROB_TOL = 1e-9
+
+# ---------------------------------------------------------------------------------------------
+# The shipped grammar
+# ---------------------------------------------------------------------------------------------
+#
+# Conventions: nonterminals are UPPER_CASE, terminals are lowercase words or punctuation.  A
+# symbol is a nonterminal exactly when it is a key of the rule dict.  Right-hand sides are
+# written as whitespace-separated strings.
+#
+# Recursion is bounded by construction: the symbols ending in "1" (CL1, VP1_*, SUBJ1_*, OBJ1)
+# are the "depth 1" copies that cannot embed anything further, so the grammar is acyclic and
+# the longest sentence has a fixed length (29 tokens, see PCFG.max_length()).
+#
+# Verb forms: *_SG is 3rd person singular present ("sees"), *_PL is the plural present, which
+# doubles as the bare form after auxiliaries ("see"), *_PAST is the past tense ("saw").
+# Subjects agree in number with present-tense verbs, also across a relative clause
+# ("the dog that the cats chase sleeps").  Prepositional phrases and adverbs after an object
+# are attachment-ambiguous (to the object's noun phrase or relative clause, or to the verb
+# phrase), so some sentences have several derivations; log_prob sums over all of them.
+
+_STRUCTURE: Dict[str, List[Tuple[float, str]]] = {
+    # sentences
+    "S": [
+        (0.60, "CL ."),
+        (0.10, "CL1 , CONJ CL1 ."),
+        (0.07, "SUB CL1 , CL1 ."),
+        (0.16, "Q ?"),
+        (0.07, "IMP ."),
+    ],
+    # main clause (depth 0): its noun phrases may carry a relative clause or a PP
+    "CL": [
+        (0.40, "SUBJ_SG VP_SG"),
+        (0.28, "SUBJ_PL VP_PL"),
+        (0.19, "SUBJ_SG VP_PAST"),
+        (0.13, "SUBJ_PL VP_PAST"),
+    ],
+    # simple clause (depth 1): used in compound sentences
+    "CL1": [
+        (0.40, "SUBJ1_SG VP1_SG"),
+        (0.28, "SUBJ1_PL VP1_PL"),
+        (0.19, "SUBJ1_SG VP1_PAST"),
+        (0.13, "SUBJ1_PL VP1_PAST"),
+    ],
+    # questions and imperatives (bare verb form = the *_PL form)
+    "Q": [
+        (0.22, "does SUBJ1_SG VP1_PL"),
+        (0.14, "do SUBJ1_PL VP1_PL"),
+        (0.13, "did SUBJ1 VP1_PL"),
+        (0.05, "can SUBJ1 VP1_PL"),
+        (0.10, "who VP1_SG"),
+        (0.06, "who VP1_PAST"),
+        (0.07, "WH_OBJ does SUBJ1_SG VT_PL"),
+        (0.05, "WH_OBJ did SUBJ1 VT_PL"),
+        (0.10, "WH_ADV does SUBJ1_SG VI_PL"),
+        (0.08, "WH_ADV did SUBJ1 VI_PL"),
+    ],
+    "IMP": [
+        (0.75, "VP1_PL"),
+        (0.10, "please VP1_PL"),
+        (0.15, "do not VP1_PL"),
+    ],
+    # subjects
+    "SUBJ_SG": [(0.84, "NP_SG"), (0.08, "NAME"), (0.08, "PRON_SG")],
+    "SUBJ_PL": [(0.88, "NP_PL"), (0.12, "PRON_PL")],
+    "SUBJ1": [(0.60, "SUBJ1_SG"), (0.40, "SUBJ1_PL")],
+    "SUBJ1_SG": [(0.80, "NB_SG"), (0.10, "NAME"), (0.10, "PRON_SG")],
+    "SUBJ1_PL": [(0.85, "NB_PL"), (0.15, "PRON_PL")],
+    # objects
+    "OBJ": [(0.50, "NP_SG"), (0.35, "NP_PL"), (0.15, "NAME")],
+    "OBJ1": [(0.50, "NB_SG"), (0.35, "NB_PL"), (0.15, "NAME")],
+    # noun phrases: NP_* (depth 0) may carry one PP or one relative clause, NB_* are bare
+    "NP_SG": [(0.56, "NB_SG"), (0.20, "NB_SG PP"), (0.24, "NB_SG RC_SG")],
+    "NP_PL": [(0.56, "NB_PL"), (0.20, "NB_PL PP"), (0.24, "NB_PL RC_PL")],
+    "NB_SG": [(1.00, "DET_SG NOM_SG")],
+    "NB_PL": [(0.85, "DET_PL NOM_PL"), (0.15, "NOM_PL")],
+    "NOM_SG": [(0.52, "N_SG"), (0.34, "ADJ N_SG"), (0.14, "ADJ ADJ N_SG")],
+    "NOM_PL": [(0.52, "N_PL"), (0.34, "ADJ N_PL"), (0.14, "ADJ ADJ N_PL")],
+    "PP": [(1.00, "P OBJ1")],
+    # relative clauses: subject gap (REL VP1_*) or object gap (REL RC_OBJ); no further nesting
+    "RC_SG": [(0.40, "REL VP1_SG"), (0.20, "REL VP1_PAST"), (0.40, "REL RC_OBJ")],
+    "RC_PL": [(0.40, "REL VP1_PL"), (0.20, "REL VP1_PAST"), (0.40, "REL RC_OBJ")],
+    "RC_OBJ": [
+        (0.40, "SUBJ1_SG VT_SG"),
+        (0.30, "SUBJ1_PL VT_PL"),
+        (0.18, "SUBJ1_SG VT_PAST"),
+        (0.12, "SUBJ1_PL VT_PAST"),
+    ],
+    # verb phrases (depth 0)
+    "VP_SG": [
+        (0.08, "VI_SG"),
+        (0.07, "VI_SG ADV"),
+        (0.10, "VI_SG PP"),
+        (0.05, "VI_SG and VI_SG"),
+        (0.36, "VT_SG OBJ"),
+        (0.09, "VT_SG OBJ ADV"),
+        (0.15, "VT_SG OBJ PP"),
+        (0.05, "ADV VT_SG OBJ"),
+        (0.05, "does not VP1_PL"),
+    ],
+    "VP_PL": [
+        (0.08, "VI_PL"),
+        (0.07, "VI_PL ADV"),
+        (0.10, "VI_PL PP"),
+        (0.05, "VI_PL and VI_PL"),
+        (0.36, "VT_PL OBJ"),
+        (0.09, "VT_PL OBJ ADV"),
+        (0.15, "VT_PL OBJ PP"),
+        (0.05, "ADV VT_PL OBJ"),
+        (0.05, "do not VP1_PL"),
+    ],
+    "VP_PAST": [
+        (0.08, "VI_PAST"),
+        (0.07, "VI_PAST ADV"),
+        (0.10, "VI_PAST PP"),
+        (0.05, "VI_PAST and VI_PAST"),
+        (0.36, "VT_PAST OBJ"),
+        (0.09, "VT_PAST OBJ ADV"),
+        (0.15, "VT_PAST OBJ PP"),
+        (0.05, "ADV VT_PAST OBJ"),
+        (0.05, "did not VP1_PL"),
+    ],
+    # verb phrases (depth 1): bare objects only
+    "VP1_SG": [
+        (0.22, "VI_SG"),
+        (0.14, "VI_SG ADV"),
+        (0.12, "VI_SG PP"),
+        (0.40, "VT_SG OBJ1"),
+        (0.12, "VT_SG OBJ1 ADV"),
+    ],
+    "VP1_PL": [
+        (0.22, "VI_PL"),
+        (0.14, "VI_PL ADV"),
+        (0.12, "VI_PL PP"),
+        (0.40, "VT_PL OBJ1"),
+        (0.12, "VT_PL OBJ1 ADV"),
+    ],
+    "VP1_PAST": [
+        (0.22, "VI_PAST"),
+        (0.14, "VI_PAST ADV"),
+        (0.12, "VI_PAST PP"),
+        (0.40, "VT_PAST OBJ1"),
+        (0.12, "VT_PAST OBJ1 ADV"),
+    ],
+    # closed-class words with explicit probabilities
+    "DET_SG": [(0.55, "the"), (0.30, "a"), (0.06, "this"), (0.05, "that"), (0.04, "every")],
+    "DET_PL": [
+        (0.50, "the"),
+        (0.20, "some"),
+        (0.08, "these"),
+        (0.07, "those"),
+        (0.07, "many"),
+        (0.05, "two"),
+        (0.03, "three"),
+    ],
+    "PRON_SG": [(0.40, "he"), (0.40, "she"), (0.20, "it")],
+    "PRON_PL": [(0.50, "they"), (0.30, "we"), (0.20, "you")],
+    "REL": [(0.60, "that"), (0.15, "which"), (0.25, "who")],
+    "CONJ": [(0.45, "and"), (0.30, "but"), (0.15, "so"), (0.10, "or")],
+    "WH_OBJ": [(0.70, "what"), (0.30, "who")],
+    "WH_ADV": [(0.35, "where"), (0.25, "when"), (0.25, "why"), (0.15, "how")],
+}
+
+# Open-class words, listed from most to least frequent.  Each category gets Zipf-like
+# probabilities p(rank r) proportional to 1 / (r + 2), r = 0, 1, ...  Nouns come as
+# (singular, plural) pairs and verbs as (3rd singular, plural/bare, past) triples; all forms of
+# one lexeme share the same probability within their category.
+_LEXICON: Dict[str, List] = {
+    "N": [
+        ("dog", "dogs"), ("cat", "cats"), ("man", "men"), ("woman", "women"),
+        ("child", "children"), ("ball", "balls"), ("house", "houses"), ("bird", "birds"),
+        ("boy", "boys"), ("girl", "girls"), ("book", "books"), ("tree", "trees"),
+        ("teacher", "teachers"), ("car", "cars"), ("horse", "horses"), ("apple", "apples"),
+        ("box", "boxes"), ("farmer", "farmers"), ("garden", "gardens"), ("king", "kings"),
+        ("queen", "queens"), ("table", "tables"), ("door", "doors"), ("fox", "foxes"),
+        ("mouse", "mice"), ("river", "rivers"), ("doctor", "doctors"), ("cake", "cakes"),
+        ("chair", "chairs"), ("window", "windows"), ("rabbit", "rabbits"), ("hat", "hats"),
+        ("boat", "boats"), ("key", "keys"), ("baker", "bakers"), ("hill", "hills"),
+        ("cup", "cups"), ("cow", "cows"), ("letter", "letters"), ("bridge", "bridges"),
+    ],
+    "ADJ": [
+        "small", "big", "old", "red", "little", "happy", "young", "green", "tall", "blue",
+        "sad", "quiet", "brave", "hungry", "clever", "lazy", "tired", "loud", "bright", "dark",
+        "heavy", "soft", "strange", "friendly", "yellow", "white", "black", "wooden",
+    ],
+    "VI": [
+        ("sleeps", "sleep", "slept"), ("runs", "run", "ran"), ("sings", "sing", "sang"),
+        ("laughs", "laugh", "laughed"), ("waits", "wait", "waited"),
+        ("jumps", "jump", "jumped"), ("smiles", "smile", "smiled"),
+        ("falls", "fall", "fell"), ("swims", "swim", "swam"),
+        ("dances", "dance", "danced"), ("cries", "cry", "cried"),
+        ("arrives", "arrive", "arrived"),
+    ],
+    "VT": [
+        ("sees", "see", "saw"), ("likes", "like", "liked"), ("finds", "find", "found"),
+        ("chases", "chase", "chased"), ("wants", "want", "wanted"),
+        ("holds", "hold", "held"), ("takes", "take", "took"),
+        ("follows", "follow", "followed"), ("watches", "watch", "watched"),
+        ("helps", "help", "helped"), ("loves", "love", "loved"),
+        ("carries", "carry", "carried"), ("knows", "know", "knew"),
+        ("meets", "meet", "met"), ("visits", "visit", "visited"),
+        ("pushes", "push", "pushed"), ("paints", "paint", "painted"),
+        ("builds", "build", "built"),
+    ],
+    "ADV": [
+        "quickly", "slowly", "often", "again", "quietly", "today", "happily", "yesterday",
+        "carefully", "sometimes", "loudly", "together",
+    ],
+    "P": ["near", "with", "behind", "under", "in", "on", "beside", "above", "across", "around"],
+    "NAME": ["alice", "bob", "emma", "jack", "carol", "dave", "grace", "henry", "iris", "frank"],
+    "SUB": ["when", "because", "while", "if", "after", "although", "before"],
+}
+
+
+def _zipf(n: int) -> List[float]:
+    weights = [1.0 / (r + 2.0) for r in range(n)]
+    total = math.fsum(weights)
+    return [w / total for w in weights]
+
+
+def _lexical_rules(lexicon: Mapping[str, List]) -> Dict[str, List[Tuple[float, str]]]:
+    rules: Dict[str, List[Tuple[float, str]]] = {}
+    for cat, entries in lexicon.items():
+        probs = _zipf(len(entries))
+        if cat == "N":
+            rules["N_SG"] = [(p, sg) for p, (sg, _) in zip(probs, entries)]
+            rules["N_PL"] = [(p, pl) for p, (_, pl) in zip(probs, entries)]
+        elif cat in ("VI", "VT"):
+            for i, form in enumerate(("SG", "PL", "PAST")):
+                rules[f"{cat}_{form}"] = [(p, forms[i]) for p, forms in zip(probs, entries)]
+        else:
+            rules[cat] = [(p, w) for p, w in zip(probs, entries)]
+    return rules
+
+
+#: The shipped grammar: nonterminal -> list of (probability, right-hand side).
+DEFAULT_GRAMMAR: Dict[str, List[Tuple[float, str]]] = {**_STRUCTURE, **_lexical_rules(_LEXICON)}
+
+
+# ---------------------------------------------------------------------------------------------
+# PCFG
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_rhs(rhs: RHS) -> Tuple[str, ...]:
+    if isinstance(rhs, str):
+        return tuple(rhs.split())
+    return tuple(rhs)
+
+
+class PCFG:
+    """A probabilistic context-free grammar with exact string probabilities.
+
+    ``rules`` maps each nonterminal to a list of ``(probability, rhs)`` pairs, where ``rhs`` is
+    a sequence of symbols or a whitespace-separated string.  Every symbol that is not a key of
+    ``rules`` is a terminal.  Probabilities of each nonterminal must sum to 1; empty right-hand
+    sides are not supported.  Unary rules between nonterminals are allowed, including cycles
+    (their closure is computed exactly) as long as the unary part is substochastic.
+    """
+
+    def __init__(self, rules: Rules, start: str):
+        if start not in rules:
+            raise ValueError(f"start symbol {start!r} has no rules")
+        norm: Dict[str, Tuple[Tuple[float, Tuple[str, ...]], ...]] = {}
+        for lhs, alts in rules.items():
+            if not isinstance(lhs, str) or not lhs or any(c.isspace() for c in lhs):
+                raise ValueError(f"invalid nonterminal name {lhs!r}")
+            alts = list(alts)
+            if not alts:
+                raise ValueError(f"nonterminal {lhs!r} has no rules")
+            out = []
+            for prob, rhs in alts:
+                prob = float(prob)
+                sym = _as_rhs(rhs)
+                if not sym:
+                    raise ValueError(f"nonterminal {lhs!r} has an empty right-hand side")
+                if not (prob >= 0.0) or math.isinf(prob):
+                    raise ValueError(f"nonterminal {lhs!r} has an invalid probability {prob!r}")
+                for s in sym:
+                    if not isinstance(s, str) or not s or any(c.isspace() for c in s):
+                        raise ValueError(f"invalid symbol {s!r} in a rule of {lhs!r}")
+                out.append((prob, sym))
+            total = math.fsum(p for p, _ in out)
+            if abs(total - 1.0) > _PROB_TOL:
+                raise ValueError(
+                    f"rule probabilities of nonterminal {lhs!r} sum to {total!r}, not 1"
+                )
+            norm[lhs] = tuple(out)
+        self.rules = norm
+        self.start = start
+        self.nonterminals: Tuple[str, ...] = tuple(norm)
+        terms = {s for alts in norm.values() for _, rhs in alts for s in rhs if s not in norm}
+        self.terminals: Tuple[str, ...] = tuple(sorted(terms))
+        self._build_sampler()
+        self._build_inside()
+        self._cache: Dict[Tuple[str, ...], float] = {}
+
+    @classmethod
+    def from_rules(cls, rules: Rules, start: str) -> "PCFG":
+        return cls(rules, start)
+
+    # -- basic information --------------------------------------------------------------------
+
+    def vocabulary(self) -> List[str]:
+        """Sorted list of terminal symbols."""
+        return list(self.terminals)
+
+    def rule_prob(self, lhs: str, rhs: RHS) -> float:
+        """Total probability of the rule ``lhs -> rhs`` (0 if absent)."""
+        sym = _as_rhs(rhs)
+        return math.fsum(p for p, r in self.rules[lhs] if r == sym)
+
+    def _topological(self) -> Optional[List[str]]:
+        """Nonterminals, children before parents; None if the grammar is recursive."""
+        order: List[str] = []
+        state: Dict[str, int] = {}
+        for root in self.nonterminals:
+            if root in state:
+                continue
+            stack = [(root, iter(self._children(root)))]
+            state[root] = 1
+            while stack:
+                node, it = stack[-1]
+                for child in it:
+                    st = state.get(child, 0)
+                    if st == 1:
+                        return None
+                    if st == 0:
+                        state[child] = 1
+                        stack.append((child, iter(self._children(child))))
+                        break
+                else:
+                    stack.pop()
+                    state[node] = 2
+                    order.append(node)
+        return order
+
+    def _children(self, lhs: str) -> List[str]:
+        seen = []
+        for _, rhs in self.rules[lhs]:
+            for s in rhs:
+                if s in self.rules and s not in seen:
+                    seen.append(s)
+        return seen
+
+    def max_length(self) -> float:
+        """Length of the longest derivable sentence (``math.inf`` for a recursive grammar)."""
+        order = self._topological()
+        if order is None:
+            return math.inf
+        best: Dict[str, int] = {}
+        for a in order:
+            best[a] = max(sum(best.get(s, 1) for s in rhs) for p, rhs in self.rules[a] if p > 0)
+        return best[self.start]
+
+    def min_length(self) -> int:
+        """Length of the shortest derivable sentence."""
+        best = {a: math.inf for a in self.nonterminals}
+        changed = True
+        while changed:
+            changed = False
+            for a, alts in self.rules.items():
+                v = min(sum(best.get(s, 1) for s in rhs) for p, rhs in alts if p > 0)
+                if v < best[a]:
+                    best[a] = v
+                    changed = True
+        return int(best[self.start])
+
+    def expected_length(self) -> float:
+        """Exact expected sentence length (number of tokens) under the grammar."""
+        idx = {a: i for i, a in enumerate(self.nonterminals)}
+        n = len(idx)
+        m = np.zeros((n, n))
+        b = np.zeros(n)
+        for a, alts in self.rules.items():
+            for p, rhs in alts:
+                for s in rhs:
+                    if s in idx:
+                        m[idx[a], idx[s]] += p
+                    else:
+                        b[idx[a]] += p
+        e = np.linalg.solve(np.eye(n) - m, b)
+        return float(e[idx[self.start]])
+
+    def count_derivations(self) -> float:
+        """Number of distinct derivations (``math.inf`` for a recursive grammar).
+
+        Returned as an exact Python integer when finite.  Distinct sentences are at most this
+        many (ambiguous sentences have several derivations).
+        """
+        order = self._topological()
+        if order is None:
+            return math.inf
+        cnt: Dict[str, int] = {}
+        for a in order:
+            total = 0
+            for p, rhs in self.rules[a]:
+                if p == 0:
+                    continue
+                c = 1
+                for s in rhs:
+                    c *= cnt.get(s, 1)
+                total += c
+            cnt[a] = total
+        return cnt[self.start]
+
+    # -- sampling -----------------------------------------------------------------------------
+
+    def _build_sampler(self) -> None:
+        self._samp: Dict[str, Tuple[List[float], List[Tuple[str, ...]], int]] = {}
+        for lhs, alts in self.rules.items():
+            cum: List[float] = []
+            acc = 0.0
+            for p, _ in alts:
+                acc += p
+                cum.append(acc)
+            last = max(i for i, (p, _) in enumerate(alts) if p > 0.0)
+            # reversed right-hand sides, ready to be pushed onto the expansion stack
+            self._samp[lhs] = (cum, [tuple(reversed(rhs)) for _, rhs in alts], last)
+
+    #: uniforms are drawn from the generator in blocks of this size (one block per sentence,
+    #: more blocks only for sentences that need more choices)
+    SAMPLE_BLOCK = 32
+
+    def sample(self, rng: np.random.Generator) -> List[str]:
+        """Draw one sentence (list of tokens, no begin/end markers).
+
+        The derivation is expanded depth-first, left to right; every expansion of a nonterminal
+        with more than one rule uses the next uniform number.  Uniforms are taken from
+        ``rng.random(SAMPLE_BLOCK)`` blocks drawn for this sentence alone, so the generator
+        state after the call depends only on its state before and on the number of choices.
+        """
+        out: List[str] = []
+        samp = self._samp
+        block = self.SAMPLE_BLOCK
+        us: List[float] = rng.random(block).tolist()
+        j = 0
+        stack = [self.start]
+        while stack:
+            sym = stack.pop()
+            entry = samp.get(sym)
+            if entry is None:
+                out.append(sym)
+                continue
+            cum, rhss, last = entry
+            if len(rhss) == 1:
+                k = 0
+            else:
+                if j == len(us):
+                    us.extend(rng.random(block).tolist())
+                u = us[j]
+                j += 1
+                # first rule whose cumulative probability exceeds u (zero-probability rules
+                # are never chosen); u beyond the rounded total picks the last positive rule
+                k = bisect.bisect_right(cum, u, 0, last)
+            stack.extend(rhss[k])
+        return out
+
+    # -- inside algorithm ---------------------------------------------------------------------
+
+    def _build_inside(self) -> None:
+        """Binarise the grammar and precompute sparse tables for the inside algorithm.
+
+        Chart symbols are the grammar's nonterminals, one fresh symbol per inner position of
+        every right-hand side longer than two (``A -> X1 X2 X3`` becomes ``A -> X1 <A.r.1>``
+        and ``<A.r.1> -> X2 X3``), and one pre-terminal per terminal that occurs in a
+        right-hand side of length >= 2 (``<w> -> w`` with probability 1).  Fresh symbols are
+        never shared, so derivations of the binarised grammar correspond one-to-one to
+        derivations of the original grammar, with equal probabilities.  Unary rules are folded
+        into a closure table: ``closure[s]`` lists every ancestor ``a`` of ``s`` with the total
+        probability of all unary chains ``a =>* s`` (including ``s`` itself with weight 1).
+
+        Everything is plain Python floats with a fixed summation order, so results are
+        bit-for-bit reproducible across machines (except for grammars with unary cycles, whose
+        closure is obtained by a matrix inverse).
+        """
+        names: List[object] = list(self.nonterminals)
+        index: Dict[object, int] = {a: i for i, a in enumerate(names)}
+        term_id = {t: i for i, t in enumerate(self.terminals)}
+        unary: List[Tuple[int, int, float]] = []  # parent, child symbol, prob
+        lexical: List[Tuple[int, int, float]] = []  # parent, terminal, prob
+        binary: List[Tuple[int, int, int, float]] = []  # parent, left, right, prob
+
+        def fresh(key: object) -> int:
+            index[key] = len(names)
+            names.append(key)
+            return index[key]
+
+        def child(s: str) -> int:
+            if s in self.rules:
+                return index[s]
+            key = ("pre", s)
+            if key not in index:
+                lexical.append((fresh(key), term_id[s], 1.0))
+            return index[key]
+
+        for lhs, alts in self.rules.items():
+            a = index[lhs]
+            for r, (p, rhs) in enumerate(alts):
+                if p == 0.0:
+                    continue
+                if len(rhs) == 1:
+                    s = rhs[0]
+                    if s in self.rules:
+                        unary.append((a, index[s], p))
+                    else:
+                        lexical.append((a, term_id[s], p))
+                    continue
+                parent, prob = a, p
+                for pos in range(len(rhs) - 2):
+                    nxt = fresh(("bin", lhs, r, pos + 1))
+                    binary.append((parent, child(rhs[pos]), nxt, prob))
+                    parent, prob = nxt, 1.0
+                binary.append((parent, child(rhs[-2]), child(rhs[-1]), prob))
+
+        n_sym = len(names)
+        start = index[self.start]
+        # only symbols that can be combined further (or the start symbol) need chart entries
+        useful = {l for _, l, _, _ in binary} | {r for _, _, r, _ in binary} | {start}
+        closure = self._unary_closure(n_sym, unary)
+        self._closure_up: List[List[Tuple[int, float]]] = [
+            [(a, w) for a, w in closure[s] if a in useful] for s in range(n_sym)
+        ]
+        lex_cells: List[Dict[int, float]] = [dict() for _ in self.terminals]
+        for b, t, p in lexical:
+            cell = lex_cells[t]
+            for a, w in closure[b]:
+                if a in useful:
+                    cell[a] = cell.get(a, 0.0) + w * p
+        self._lex_cells = [{a: v for a, v in c.items() if v != 0.0} for c in lex_cells]
+        by_left: Dict[int, Dict[int, List[Tuple[int, float]]]] = {}
+        for a, l, r, p in binary:
+            by_left.setdefault(l, {}).setdefault(r, []).append((a, p))
+        self._by_left = by_left
+        self._term_id = term_id
+        self._start_id = start
+        self._symbol_names = names
+        self._n_binary = len(binary)
+
+    @staticmethod
+    def _unary_closure(n_sym: int, unary: List[Tuple[int, int, float]]) -> List[List[Tuple[int, float]]]:
+        """For every symbol s: [(a, total probability of unary chains a =>* s), ...]."""
+        parents: Dict[int, List[Tuple[int, float]]] = {}
+        for a, b, p in unary:
+            parents.setdefault(b, []).append((a, p))
+        # children-before-parents order of the unary graph (None if it has a cycle)
+        indeg = [0] * n_sym
+        kids: Dict[int, List[int]] = {}
+        for a, b, _ in unary:
+            indeg[a] += 1
+            kids.setdefault(b, []).append(a)
+        order = [s for s in range(n_sym) if indeg[s] == 0]
+        for s in order:
+            for a in kids.get(s, ()):
+                indeg[a] -= 1
+                if indeg[a] == 0:
+                    order.append(a)
+        if len(order) == n_sym:
+            rank = {s: i for i, s in enumerate(order)}
+            children: Dict[int, List[Tuple[int, float]]] = {}
+            for a, b, p in unary:
+                children.setdefault(a, []).append((b, p))
+            out = []
+            for s in range(n_sym):
+                # ancestors of s, visited children first
+                anc = set()
+                todo = [s]
+                while todo:
+                    x = todo.pop()
+                    for a, _ in parents.get(x, ()):
+                        if a not in anc:
+                            anc.add(a)
+                            todo.append(a)
+                weight = {s: 1.0}
+                for a in sorted(anc, key=rank.__getitem__):
+                    weight[a] = math.fsum(p * weight.get(b, 0.0) for b, p in children[a])
+                out.append([(a, w) for a, w in weight.items() if w != 0.0])
+            return out
+        u = np.zeros((n_sym, n_sym))
+        for a, b, p in unary:
+            u[a, b] += p
+        if np.max(np.abs(np.linalg.eigvals(u))) >= 1.0 - 1e-12:
+            raise ValueError("unary rules form a cycle that is never left")
+        c = np.linalg.inv(np.eye(n_sym) - u)
+        return [[(a, float(c[a, s])) for a in range(n_sym) if c[a, s] != 0.0] for s in range(n_sym)]
+
+    def _inside(self, ids: Sequence[int]) -> float:
+        """Inside probability of the start symbol over the whole sentence (CKY, sparse cells)."""
+        n = len(ids)
+        chart: List[List[Optional[Dict[int, float]]]] = [[None] * (n + 1) for _ in range(n + 1)]
+        for i, t in enumerate(ids):
+            chart[i][i + 1] = self._lex_cells[t]
+        by_left = self._by_left
+        up = self._closure_up
+        for length in range(2, n + 1):
+            for i in range(n - length + 1):
+                j = i + length
+                row = chart[i]
+                base: Dict[int, float] = {}
+                for k in range(i + 1, j):
+                    left = row[k]
+                    if not left:
+                        continue
+                    right = chart[k][j]
+                    if not right:
+                        continue
+                    for b, pb in left.items():
+                        rules_b = by_left.get(b)
+                        if rules_b is None:
+                            continue
+                        for c, pc in right.items():
+                            lst = rules_b.get(c)
+                            if lst:
+                                v = pb * pc
+                                for a, p in lst:
+                                    base[a] = base.get(a, 0.0) + p * v
+                if base:
+                    cell: Dict[int, float] = {}
+                    for s, v in base.items():
+                        for a, w in up[s]:
+                            cell[a] = cell.get(a, 0.0) + w * v
+                    row[j] = cell
+        top = chart[0][n]
+        return top.get(self._start_id, 0.0) if top else 0.0
+
+    def log_probs(self, sentences: Iterable[Sequence[str]]) -> List[float]:
+        """Exact natural-log probabilities of many sentences (memoised)."""
+        out: List[float] = []
+        cache = self._cache
+        if len(cache) > 1_000_000:
+            cache.clear()
+        term_id = self._term_id
+        for s in sentences:
+            key = tuple(s)
+            lp = cache.get(key)
+            if lp is None:
+                if not key or any(w not in term_id for w in key):
+                    lp = -math.inf
+                else:
+                    v = self._inside([term_id[w] for w in key])
+                    lp = math.log(v) if v > 0.0 else -math.inf
+                cache[key] = lp
+            out.append(lp)
+        return out
+
+    def log_prob(self, tokens: Sequence[str]) -> float:
+        """Exact natural-log probability that the grammar generates exactly ``tokens``.
+
+        Sums over all derivations (inside algorithm); ``-inf`` outside the language.
+        """
+        return self.log_probs([tokens])[0]
+
+    def prob(self, tokens: Sequence[str]) -> float:
+        return math.exp(self.log_prob(tokens))
+
+    # -- description --------------------------------------------------------------------------
+
+    def format_rules(self, nonterminals: Optional[Iterable[str]] = None) -> str:
+        lines = []
+        for lhs in nonterminals if nonterminals is not None else self.nonterminals:
+            alts = self.rules[lhs]
+            for j, (p, rhs) in enumerate(alts):
+                head = f"{lhs} ->" if j == 0 else " " * len(lhs) + "  |"
+                lines.append(f"{head} {' '.join(rhs)}  [{p:.2f}]")
+        return "\n".join(lines)
+
+
+_DEFAULT: Optional[PCFG] = None
+
+
+def default_grammar() -> PCFG:
+    """The shipped grammar (a shared, cached instance)."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = PCFG.from_rules(DEFAULT_GRAMMAR, DEFAULT_START)
+    return _DEFAULT
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus generation
+# ---------------------------------------------------------------------------------------------
+
+
+def sample_splits(
+    grammar: PCFG, seed: int = 0, counts: Optional[Mapping[str, int]] = None
+) -> Dict[str, List[List[str]]]:
+    """Sample the splits from one PCG64 stream, in the fixed order train, valid, test."""
+    counts = dict(DEFAULT_COUNTS if counts is None else counts)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return {name: [grammar.sample(rng) for _ in range(int(counts[name]))] for name in SPLITS}
+
+
+def split_stats(grammar: PCFG, sentences: Sequence[Sequence[str]]) -> Dict[str, float]:
+    """Exact likelihood statistics of a list of sentences under ``grammar``.
+
+    ``ppl_with_eos`` counts one end-of-sentence event per sentence:
+    ``exp(total_nll / (n_tokens + n_sentences))``.
+    """
+    lps = grammar.log_probs(sentences)
+    n_sent = len(sentences)
+    n_tok = sum(len(s) for s in sentences)
+    total = -math.fsum(lps)
+    return {
+        "n_sentences": n_sent,
+        "n_tokens": n_tok,
+        "total_nll_nats": total,
+        "mean_nll_nats": total / n_sent if n_sent else float("nan"),
+        "ppl_with_eos": math.exp(total / (n_tok + n_sent)) if n_sent else float("nan"),
+    }
+
+
+def read_split(path: Union[str, os.PathLike]) -> List[List[str]]:
+    """Read a corpus file: one sentence per line, tokens separated by single spaces."""
+    with open(path, "r", encoding="utf-8") as f:
+        return [line.split(" ") for line in f.read().splitlines()]
+
+
+def _round_stats(st: Mapping[str, float]) -> Dict[str, Union[int, float]]:
+    return {
+        "n_sentences": int(st["n_sentences"]),
+        "n_tokens": int(st["n_tokens"]),
+        "total_nll_nats": round(float(st["total_nll_nats"]), 6),
+        "mean_nll_nats": round(float(st["mean_nll_nats"]), 6),
+        "ppl_with_eos": round(float(st["ppl_with_eos"]), 6),
+    }
+
+
+def _readme(grammar: PCFG, seed: int, splits: Mapping[str, List[List[str]]],
+            stats: Mapping[str, Mapping[str, float]]) -> str:
+    vocab = grammar.vocabulary()
+    lex_cats = [
+        a
+        for a in grammar.nonterminals
+        if all(len(rhs) == 1 and rhs[0] not in grammar.rules for _, rhs in grammar.rules[a])
+    ]
+    struct = [a for a in grammar.nonterminals if a not in lex_cats]
+    lengths = [len(s) for name in SPLITS for s in splits[name]]
+    n_deriv = grammar.count_derivations()
+    train_set = {" ".join(s) for s in splits["train"]}
+    overlap = {
+        name: sum(" ".join(s) in train_set for s in splits[name]) for name in SPLITS if name != "train"
+    }
+    out = []
+    w = out.append
+    w("# Grammar corpus")
+    w("")
+    w("Sentences sampled from the probabilistic context-free grammar `DEFAULT_GRAMMAR` in")
+    w("`textebm/data/grammar.py`: an English-like toy language with subject-verb agreement,")
+    w("present and past tense, adjectives, adverbs, prepositional phrases, relative clauses")
+    w("(one level of embedding), negation, questions, imperatives and compound sentences.")
+    w("Because the generating distribution is known, the exact probability of every sentence")
+    w("can be computed (`PCFG.log_prob`, the inside algorithm summed over all derivations), so")
+    w("the numbers below are the true entropy that models trained on this corpus are compared")
+    w("against.")
+    w("")
+    w("Regenerate (byte-identical) with:")
+    w("")
+    w("```")
+    extra = "".join(
+        f" --n-{name} {len(splits[name])}"
+        for name in SPLITS
+        if len(splits[name]) != DEFAULT_COUNTS[name]
+    )
+    w(f"python -m textebm.data.grammar --out data/grammar --seed {seed}{extra}")
+    w("```")
+    w("")
+    w("## Files")
+    w("")
+    w("- `train.txt`, `valid.txt`, `test.txt`: one sentence per line, lowercase tokens joined by")
+    w("  single spaces, UTF-8, no begin/end markers.")
+    w("- `stats.json`: the per-split numbers of the table below.")
+    w("")
+    w(f"Seed: {seed} (numpy `Generator(PCG64({seed}))`; the splits are drawn from this one stream")
+    w("in the order train, valid, test).  Sentences are i.i.d. samples, so frequent short")
+    w("sentences occur several times and also across splits (sentences also found in train:")
+    w(f"{overlap['valid']} of valid, {overlap['test']} of test).")
+    w("")
+    w("## Grammar")
+    w("")
+    w(f"- vocabulary: {len(vocab)} terminals (words and the punctuation `.` `?` `,`)")
+    w(f"- nonterminals: {len(grammar.nonterminals)} ({len(struct)} structural, "
+      f"{len(lex_cats)} word classes)")
+    w(f"- sentence length: {grammar.min_length()} to {grammar.max_length()} tokens, "
+      f"expected {grammar.expected_length():.4f}")
+    w(f"- distinct derivations: {float(n_deriv):.3e} (the grammar has no recursion; embedding")
+    w("  depth is bounded by the depth-1 copies `CL1`, `VP1_*`, `SUBJ1_*`, `OBJ1`)")
+    w("- ambiguity: some sentences have several derivations, e.g. a prepositional phrase or")
+    w("  adverb after an object can attach to the object's noun phrase or relative clause, or")
+    w("  to the main verb phrase; `log_prob` sums over all derivations.")
+    w(f"- observed lengths in the corpus: mean {sum(lengths) / len(lengths):.3f}, "
+      f"min {min(lengths)}, max {max(lengths)}")
+    w("")
+    w("## Exact negative log-likelihood (nats)")
+    w("")
+    w("`p(x)` is the probability that the grammar derives exactly `x`; a sentence ends when its")
+    w("derivation ends, so there is no separate end-of-sentence probability.  `n_tokens` counts")
+    w("words and punctuation, without end-of-sentence.  The perplexity counts one")
+    w("end-of-sentence event per sentence: `ppl_with_eos = exp(total_nll / (n_tokens + n_sentences))`.")
+    w("")
+    w("| split | n_sentences | n_tokens | total_nll_nats | mean_nll_nats | ppl_with_eos |")
+    w("|---|---:|---:|---:|---:|---:|")
+    for name in SPLITS:
+        st = stats[name]
+        w(f"| {name} | {st['n_sentences']} | {st['n_tokens']} | {st['total_nll_nats']:.6f} | "
+          f"{st['mean_nll_nats']:.6f} | {st['ppl_with_eos']:.6f} |")
+    w("")
+    w("## Structural rules")
+    w("")
+    w("```")
+    w(grammar.format_rules(struct))
+    w("```")
+    w("")
+    w("## Word classes")
+    w("")
+    w("Open classes (`N_*`, `ADJ`, `VI_*`, `VT_*`, `ADV`, `P`, `NAME`, `SUB`) have Zipf-like")
+    w("probabilities proportional to 1/(rank + 2), in the order listed.")
+    w("")
+    for a in lex_cats:
+        alts = grammar.rules[a]
+        if a in _STRUCTURE:
+            words = ", ".join(f"{rhs[0]} ({p:.2f})" for p, rhs in alts)
+        else:
+            words = ", ".join(rhs[0] for _, rhs in alts)
+        w(f"- `{a}` ({len(alts)}): {words}")
+    w("")
+    return "\n".join(out)
+
+
+def _write_lines(path: str, sentences: Iterable[Sequence[str]]) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        for s in sentences:
+            f.write(" ".join(s).lower())
+            f.write("\n")
+
+
+def generate_corpus(
+    out_dir: Union[str, os.PathLike],
+    seed: int = 0,
+    n_train: int = DEFAULT_COUNTS["train"],
+    n_valid: int = DEFAULT_COUNTS["valid"],
+    n_test: int = DEFAULT_COUNTS["test"],
+    grammar: Optional[PCFG] = None,
+) -> Dict[str, Dict[str, Union[int, float]]]:
+    """Sample the corpus and write ``train/valid/test.txt``, ``README.md`` and ``stats.json``.
+
+    Returns the statistics written to ``stats.json``.
+    """
+    grammar = default_grammar() if grammar is None else grammar
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    splits = sample_splits(grammar, seed, {"train": n_train, "valid": n_valid, "test": n_test})
+    stats = {name: _round_stats(split_stats(grammar, splits[name])) for name in SPLITS}
+    for name in SPLITS:
+        _write_lines(os.path.join(out_dir, f"{name}.txt"), splits[name])
+    with open(os.path.join(out_dir, "stats.json"), "w", encoding="utf-8", newline="\n") as f:
+        f.write(json.dumps(stats, indent=2))
+        f.write("\n")
+    with open(os.path.join(out_dir, "README.md"), "w", encoding="utf-8", newline="\n") as f:
+        f.write(_readme(grammar, seed, splits, stats))
+    return stats
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m textebm.data.grammar",
+        description="Sample the grammar corpus and write its exact likelihood statistics.",
+    )
+    ap.add_argument("--out", default=os.path.join("data", "grammar"), help="output directory")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-train", type=int, default=DEFAULT_COUNTS["train"])
+    ap.add_argument("--n-valid", type=int, default=DEFAULT_COUNTS["valid"])
+    ap.add_argument("--n-test", type=int, default=DEFAULT_COUNTS["test"])
+    args = ap.parse_args(argv)
+    stats = generate_corpus(args.out, args.seed, args.n_train, args.n_valid, args.n_test)
+    for name in SPLITS:
+        st = stats[name]
+        print(
+            f"{name}: {st['n_sentences']} sentences, {st['n_tokens']} tokens, "
+            f"nll {st['total_nll_nats']:.3f} nats ({st['mean_nll_nats']:.4f}/sentence), "
+            f"ppl(with eos) {st['ppl_with_eos']:.4f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

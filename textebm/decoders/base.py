@@ -1,0 +1,46 @@
+"""The decoder protocol: anything with a log-likelihood log p_beta(x | z).
+
+A decoder used with :class:`textebm.model.LatentEBMModel` provides
+
+    log_prob(x, z) -> (batch,)   the SUM of log-likelihood terms of each example (tokens or pixels), never
+                                 a per-token mean: the posterior p(z|x) depends on the sum.
+    generate(z, ...)             examples decoded from latent codes.
+    latent_dim                   the size of z it expects.
+
+and, optionally, two hooks that let posterior samplers reuse per-batch work across Langevin steps:
+
+    prepare(x) -> ctx            everything about x that does not depend on z (embeddings, masks, targets).
+    log_prob_prepared(ctx, z)    the same value as log_prob(x, z), from the prepared context.
+
+:func:`prepared_log_prob` returns a z -> (batch,) closure that uses the hooks when present.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    latent_dim: int
+
+    def log_prob(self, x: Any, z: torch.Tensor) -> torch.Tensor: ...
+
+    def generate(self, z: torch.Tensor, **kwargs) -> Any: ...
+
+
+def prepared_log_prob(decoder, x) -> Callable[[torch.Tensor], torch.Tensor]:
+    """z -> log p_beta(x | z), precomputing what does not depend on z when the decoder allows it."""
+    if hasattr(decoder, "prepare") and hasattr(decoder, "log_prob_prepared"):
+        ctx = decoder.prepare(x)
+        return lambda z: decoder.log_prob_prepared(ctx, z)
+    return lambda z: decoder.log_prob(x, z)
+
+
+def check_latent(z: torch.Tensor, latent_dim: int, batch: int | None = None, who: str = "decoder") -> None:
+    if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != latent_dim:
+        shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ValueError(f"{who} expects z of shape (batch, {latent_dim}); got {shape}")
+    if batch is not None and z.shape[0] != batch:
+        raise ValueError(f"{who}: z has {z.shape[0]} rows but x has {batch} examples")

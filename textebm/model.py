@@ -1,0 +1,160 @@
+"""LatentEBMModel: the latent EBM prior joined to a decoder, p(x, z) = p_alpha(z) p_beta(x | z).
+
+Posterior log-density (up to a constant in z), the target of posterior Langevin (Pang et al. 2020, eq. 10):
+    log p(z | x) = f_alpha(z) - |z|^2 / (2 sigma0^2) + log p_beta(x | z) + const.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import torch
+from torch import nn
+
+from .decoders import build_decoder, prepared_log_prob
+from .prior import LatentEBMPrior
+from .sampling import Samples, langevin
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+class LatentEBMModel(nn.Module):
+    """Prior + decoder (+ the tokenizer that maps text to the decoder's ids, when there is one)."""
+
+    def __init__(self, prior: LatentEBMPrior, decoder: nn.Module, tokenizer=None, recipe=None):
+        super().__init__()
+        if getattr(decoder, "latent_dim", prior.latent_dim) != prior.latent_dim:
+            raise ValueError(f"decoder expects latent_dim {decoder.latent_dim} but the prior has "
+                             f"latent_dim {prior.latent_dim}; they must match")
+        self.prior = prior
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.recipe = recipe
+
+    @property
+    def latent_dim(self) -> int:
+        return self.prior.latent_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ---- densities -------------------------------------------------------------------------------------
+    def posterior_log_prob(self, x) -> Callable[[torch.Tensor], torch.Tensor]:
+        """z -> log p_alpha(z) + log p_beta(x | z) (unnormalized), reusing per-batch decoder work."""
+        dec = prepared_log_prob(self.decoder, x)
+        prior = self.prior
+        return lambda z: prior.log_prob_unnormalized(z) + dec(z)
+
+    def joint_log_prob(self, x, z: torch.Tensor) -> torch.Tensor:
+        """log p_alpha(z) + log p_beta(x | z) without log Z(alpha): (batch,)."""
+        return self.prior.log_prob_unnormalized(z) + self.decoder.log_prob(x, z)
+
+    # ---- sampling --------------------------------------------------------------------------------------
+    def sample_prior(self, n: int, n_steps: int = 60, step_size: float = 0.4, sampler=None,
+                     generator: Optional[torch.Generator] = None, **kw) -> torch.Tensor:
+        """z ~ p_alpha by short-run MCMC from p0 (K0 = 60, s0 = 0.4 by default)."""
+        return self.prior.sample(n, sampler=sampler, n_steps=n_steps, step_size=step_size, generator=generator, **kw)
+
+    def sample_posterior(self, x, n_steps: int = 20, step_size: float = 0.1, z0: Optional[torch.Tensor] = None,
+                         sampler=None, generator: Optional[torch.Generator] = None, return_samples: bool = False,
+                         **kw):
+        """z ~ p(z | x) by short-run MCMC from p0 (K1 = 20, s1 = 0.1 by default), or from ``z0``."""
+        n = x.shape[0] if hasattr(x, "shape") else len(x)
+        if z0 is None:
+            z0 = self.prior.sample_reference(n, generator=generator)
+        target = self.posterior_log_prob(x)
+        if sampler is None:
+            out: Samples = langevin(target, z0, n_steps, step_size, generator=generator, name="posterior langevin", **kw)
+        else:
+            out = sampler.sample(target, z0, generator=generator, **kw)
+        return out if return_samples else out.z
+
+    @torch.no_grad()
+    def generate(self, n: int = 0, z: Optional[torch.Tensor] = None, n_steps: int = 60, step_size: float = 0.4,
+                 generator: Optional[torch.Generator] = None, decode: bool = True, **gen_kwargs):
+        """Sample z from the prior (or use ``z``) and decode; returns strings when a tokenizer is attached."""
+        if z is None:
+            if n < 1:
+                raise ValueError(f"number of samples must be >= 1, got {n}")
+            z = self.sample_prior(n, n_steps=n_steps, step_size=step_size, generator=generator)
+        out = self.decoder.generate(z, generator=generator, **gen_kwargs)
+        if decode and self.tokenizer is not None:
+            return [self.tokenizer.decode(ids) for ids in out]
+        return out
+
+    @torch.no_grad()
+    def reconstruction_nll(self, x, n_steps: int = 20, step_size: float = 0.1,
+                           generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """-log p_beta(x | z+) per example at a posterior sample z+ (the reconstruction NLL)."""
+        z = self.sample_posterior(x, n_steps=n_steps, step_size=step_size, generator=generator)
+        return -self.decoder.log_prob(x, z)
+
+    # ---- persistence -----------------------------------------------------------------------------------
+    def save_pretrained(self, directory) -> Path:
+        """Write ``config.json`` (the recipe), ``model.safetensors`` and the tokenizer into ``directory``."""
+        from safetensors.torch import save_file
+
+        from .config import to_dict
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        cfg = {"recipe": to_dict(self.recipe) if self.recipe is not None else None,
+               "prior": self.prior.config, "decoder": getattr(self.decoder, "config", None),
+               "decoder_class": type(self.decoder).__name__}
+        tmp = directory / (CONFIG + ".tmp")
+        tmp.write_text(json.dumps(cfg, indent=2))
+        os.replace(tmp, directory / CONFIG)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        tmp = directory / (WEIGHTS + ".tmp")
+        save_file(state, str(tmp))
+        os.replace(tmp, directory / WEIGHTS)
+        if self.tokenizer is not None:
+            self.tokenizer.save(directory)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory, device="cpu") -> "LatentEBMModel":
+        """Load a model written by :meth:`save_pretrained` (or a training run directory)."""
+        from safetensors.torch import load_file
+
+        from .config import Recipe, from_dict
+        from .data.vocab import load_tokenizer
+
+        directory = Path(directory)
+        if not (directory / CONFIG).exists() or not (directory / WEIGHTS).exists():
+            raise FileNotFoundError(f"{directory} is not a saved model: expected {CONFIG} and {WEIGHTS} in it")
+        cfg = json.loads((directory / CONFIG).read_text())
+        recipe = from_dict(Recipe, cfg["recipe"]) if cfg.get("recipe") else None
+        tokenizer = None
+        try:
+            tokenizer = load_tokenizer(directory)
+        except FileNotFoundError:
+            pass
+        prior = LatentEBMPrior(**cfg["prior"])
+        name = {v.__name__: k for k, v in __import__("textebm.decoders", fromlist=["DECODERS"]).DECODERS.items()}
+        decoder = build_decoder(name[cfg["decoder_class"]], **cfg["decoder"])
+        model = cls(prior, decoder, tokenizer, recipe)
+        try:
+            model.load_state_dict(load_file(str(directory / WEIGHTS)))
+        except Exception as e:  # safetensors raises its own error types for truncated files
+            raise ValueError(f"could not read weights {directory / WEIGHTS}: {e}") from None
+        return model.to(device)
+
+
+def build_model(recipe, tokenizer) -> LatentEBMModel:
+    """Construct prior + decoder from a recipe and a tokenizer (vocabulary size and special ids)."""
+    m, p = recipe.model, recipe.prior
+    prior = LatentEBMPrior(m.latent_dim, hidden=p.hidden, n_layers=p.n_layers, activation=p.activation,
+                           negative_slope=p.negative_slope, sigma0=p.sigma0, f_clamp=p.f_clamp)
+    kwargs = dict(vocab_size=len(tokenizer), latent_dim=m.latent_dim, pad_id=tokenizer.pad_id,
+                  bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
+    if m.decoder == "lstm":
+        kwargs.update(embed_dim=m.embed_dim, hidden_dim=m.hidden_dim, dropout_in=m.dropout_in,
+                      dropout_out=m.dropout_out, init_range=m.init_range)
+    kwargs.update(m.decoder_args)
+    decoder = build_decoder(m.decoder, **kwargs)
+    return LatentEBMModel(prior, decoder, tokenizer, recipe)

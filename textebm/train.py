@@ -1,0 +1,420 @@
+"""One training loop for every decoder: Algorithm 1 of Pang et al. (2020).
+
+Per batch x:
+    z+ ~ p(z | x)       posterior short-run Langevin, K1 steps of size s1, from p0
+    z- ~ p_alpha(z)     prior short-run Langevin, K0 steps of size s0, from p0 (or the objective's negatives)
+    decoder:  minimize  -mean_x log p_beta(x | z+)           (sum over tokens per sentence, mean over the batch)
+    prior:    minimize  objective(prior, z+, z-)              (default: mean f(z-) - mean f(z+))
+with separate Adam optimizers. Posterior samples are drawn with the decoder in eval mode (no dropout), so the
+sampler targets the model's own posterior; the decoder update then runs in train mode.
+
+A run directory holds recipe.yaml, the tokenizer, metrics.jsonl, checkpoints/ and, at the end,
+config.json + model.safetensors (``LatentEBMModel.from_pretrained(run_dir)``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from .config import Recipe, dump_recipe, to_dict
+from .data import BucketBatcher, load_corpus
+from .data.vocab import WordVocab
+from .model import LatentEBMModel, build_model
+from .objectives import get_objective
+from .sampling import SamplerDivergedError, get_sampler
+
+CKPT_DIR = "checkpoints"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available; use --device cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---- data -----------------------------------------------------------------------------------------------
+def build_tokenizer(recipe: Recipe, train_sentences: List[str], run_dir: Optional[Path] = None):
+    d = recipe.data
+    if d.tokenizer == "word":
+        return WordVocab.build(train_sentences, min_count=d.min_count, max_size=d.max_vocab)
+    from .data.spm import SentencePieceTokenizer
+
+    return SentencePieceTokenizer.train(train_sentences, vocab_size=d.spm_vocab_size, directory=run_dir)
+
+
+def encode_sentences(sentences: List[str], tokenizer, max_len: int, policy: str):
+    """Token ids with <s> ... </s>; sentences over ``max_len`` tokens are truncated or dropped (and counted)."""
+    out, truncated, dropped = [], 0, 0
+    for s in sentences:
+        ids = tokenizer.encode(s)
+        body = ids[1:-1]
+        if len(body) > max_len:
+            if policy == "drop":
+                dropped += 1
+                continue
+            truncated += 1
+            ids = ids[:1] + body[:max_len] + ids[-1:]
+        if len(ids) <= 2:  # nothing between <s> and </s>
+            dropped += 1
+            continue
+        out.append(ids)
+    return out, {"truncated": truncated, "dropped": dropped}
+
+
+# ---- learning-rate schedule -----------------------------------------------------------------------------
+def lr_lambda(kind: str, total: int, warmup: int):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if kind == "constant" or total <= warmup:
+            return 1.0
+        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * t)) if kind == "cosine" else 1.0 - t
+    return f
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------------
+def atomic_torch_save(obj, path: Path) -> None:
+    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        os.fsync(dfd)
+        os.close(dfd)
+    except OSError:
+        pass
+
+
+def list_checkpoints(run_dir: Path) -> List[Path]:
+    return sorted((Path(run_dir) / CKPT_DIR).glob("ckpt-*.pt"))
+
+
+def load_latest_checkpoint(run_dir: Path, map_location="cpu"):
+    """The newest readable checkpoint; unreadable (truncated, corrupted) ones are reported and skipped."""
+    ckpts = list_checkpoints(run_dir)
+    if not ckpts:
+        raise FileNotFoundError(f"no checkpoints in {Path(run_dir) / CKPT_DIR}; nothing to resume")
+    for path in reversed(ckpts):
+        try:
+            return path, torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as e:  # torch raises several types for damaged files
+            log(f"warning: checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:120]}); "
+                f"falling back to the previous one")
+    raise ValueError(f"every checkpoint in {Path(run_dir) / CKPT_DIR} is unreadable; cannot resume")
+
+
+# ---- the trainer ----------------------------------------------------------------------------------------
+class Trainer:
+    """Sets up data, model, objective and optimizers from a recipe, then runs Algorithm 1."""
+
+    def __init__(self, recipe: Recipe, run_dir, device: Optional[str] = None, resume: bool = False,
+                 progress: bool = True):
+        self.recipe = recipe
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.device = resolve_device(device or recipe.train.device)
+        if recipe.train.num_threads:
+            torch.set_num_threads(recipe.train.num_threads)
+        seed_everything(recipe.seed)
+        self.step = 0
+        self.stop_requested = False
+        self.nan_skips = 0
+        self.prior_step_size = recipe.sampling.prior_step_size
+        self.posterior_step_size = recipe.sampling.posterior_step_size
+
+        ckpt = None
+        if resume:
+            path, ckpt = load_latest_checkpoint(self.run_dir)
+            log(f"resuming from {path} (step {ckpt['step']})")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._setup_data(ckpt)
+        self._setup_model()
+        if ckpt is not None:
+            self._restore(ckpt)
+        else:
+            (self.run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
+            self.tokenizer.save(self.run_dir)
+
+    # -- setup --
+    def _setup_data(self, ckpt) -> None:
+        r = self.recipe
+        corpus = load_corpus(r.data.corpus, data_dir=r.data.data_dir, **r.data.options)
+        lower = r.data.lowercase
+        prep = (lambda xs: [s.lower() for s in xs]) if lower else (lambda xs: xs)
+        train, valid = prep(corpus.train), prep(corpus.valid)
+        if ckpt is not None:
+            from .data.vocab import load_tokenizer
+
+            self.tokenizer = load_tokenizer(self.run_dir)
+        else:
+            self.tokenizer = build_tokenizer(r, train, self.run_dir)
+        self.train_ids, tstats = encode_sentences(train, self.tokenizer, r.data.max_len, r.data.length_policy)
+        self.valid_ids, vstats = encode_sentences(valid, self.tokenizer, r.data.max_len, r.data.length_policy)
+        if not self.train_ids:
+            raise ValueError(f"corpus {r.data.corpus!r}: no training sentences left after length handling")
+        if not self.valid_ids:
+            raise ValueError(f"corpus {r.data.corpus!r}: no validation sentences left after length handling")
+        self.data_stats = {"corpus": corpus.name, "train_sentences": len(self.train_ids),
+                           "valid_sentences": len(self.valid_ids), "vocab_size": len(self.tokenizer),
+                           "train_truncated": tstats["truncated"], "train_dropped": tstats["dropped"],
+                           "valid_truncated": vstats["truncated"], "valid_dropped": vstats["dropped"],
+                           **corpus.stats}
+        bs = r.train.batch_size
+        self.batcher = BucketBatcher(self.train_ids, bs, self.tokenizer.pad_id, seed=r.seed)
+        self.valid_batcher = BucketBatcher(self.valid_ids, bs, self.tokenizer.pad_id, shuffle=False)
+
+    def _setup_model(self) -> None:
+        r = self.recipe
+        self.model: LatentEBMModel = build_model(r, self.tokenizer).to(self.device)
+        obj_args = dict(r.prior.objective_args)
+        self.objective = get_objective(r.prior.objective, **obj_args).to(self.device)
+        s = r.sampling
+        self.prior_sampler = get_sampler(r.prior.sampler, **{"n_steps": s.prior_steps, "step_size": s.prior_step_size,
+                                                             **r.prior.sampler_args})
+        t = r.train
+        self.opt_dec = torch.optim.Adam(self.model.decoder.parameters(), lr=t.lr_decoder,
+                                        betas=tuple(t.betas_decoder), weight_decay=t.weight_decay)
+        prior_params = list(self.model.prior.parameters()) + list(self.objective.parameters())
+        self.opt_prior = torch.optim.Adam(prior_params, lr=t.lr_prior, betas=tuple(t.betas_prior))
+        lam = lr_lambda(t.lr_schedule, t.steps, t.warmup_steps)
+        self.sched_dec = torch.optim.lr_scheduler.LambdaLR(self.opt_dec, lam)
+        self.sched_prior = torch.optim.lr_scheduler.LambdaLR(self.opt_prior, lam)
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(r.seed)
+
+    # -- checkpoint --
+    def state_dict(self) -> dict:
+        return {
+            "step": self.step, "recipe": to_dict(self.recipe),
+            "model": self.model.state_dict(), "objective": self.objective.state_dict(),
+            "opt_dec": self.opt_dec.state_dict(), "opt_prior": self.opt_prior.state_dict(),
+            "sched_dec": self.sched_dec.state_dict(), "sched_prior": self.sched_prior.state_dict(),
+            "batcher": self.batcher.state_dict(), "sampler_gen": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "step_sizes": (self.prior_step_size, self.posterior_step_size), "nan_skips": self.nan_skips,
+        }
+
+    def _restore(self, ck: dict) -> None:
+        self.step = int(ck["step"])
+        self.model.load_state_dict(ck["model"])
+        self.objective.load_state_dict(ck["objective"])
+        self.opt_dec.load_state_dict(ck["opt_dec"])
+        self.opt_prior.load_state_dict(ck["opt_prior"])
+        self.sched_dec.load_state_dict(ck["sched_dec"])
+        self.sched_prior.load_state_dict(ck["sched_prior"])
+        self.batcher.load_state_dict(ck["batcher"])
+        self.gen.set_state(ck["sampler_gen"])
+        torch.set_rng_state(ck["torch_rng"])
+        np.random.set_state(ck["numpy_rng"])
+        random.setstate(ck["python_rng"])
+        if ck.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+        self.prior_step_size, self.posterior_step_size = ck["step_sizes"]
+        self.nan_skips = ck.get("nan_skips", 0)
+
+    def save_checkpoint(self) -> Path:
+        d = self.run_dir / CKPT_DIR
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"ckpt-{self.step:08d}.pt"
+        atomic_torch_save(self.state_dict(), path)
+        for old in list_checkpoints(self.run_dir)[: -self.recipe.train.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return path
+
+    # -- one step of Algorithm 1 --
+    def sample_prior(self, n: int, z0: Optional[torch.Tensor] = None) -> torch.Tensor:
+        prior = self.model.prior
+        if z0 is None:
+            z0 = prior.sample_reference(n, generator=self.gen)
+        return self.prior_sampler.sample(prior.log_prob_unnormalized, z0, step_size=self.prior_step_size,
+                                         generator=self.gen).z
+
+    def sample_posterior(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.recipe.sampling
+        z0 = self.model.prior.sample_reference(x.shape[0], generator=self.gen)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self.model.sample_posterior(x, z0=z0, n_steps=s.posterior_steps,
+                                               step_size=self.posterior_step_size, generator=self.gen,
+                                               z_clamp=s.z_clamp)
+        finally:
+            self.model.train(was_training)
+
+    def train_step(self, x: torch.Tensor) -> dict:
+        t, model = self.recipe.train, self.model
+        model.train()
+        t0 = time.perf_counter()
+        z_pos = self.sample_posterior(x)
+        t1 = time.perf_counter()
+        z_neg = self.objective.negatives(model.prior, z_pos, self.sample_prior)
+        t2 = time.perf_counter()
+
+        # decoder: ascend log p_beta(x | z+)
+        self.opt_dec.zero_grad(set_to_none=True)
+        logp = model.decoder.log_prob(x, z_pos)
+        dec_loss = -logp.mean()
+        # prior: the objective's loss (default mean f(z-) - mean f(z+))
+        self.opt_prior.zero_grad(set_to_none=True)
+        prior_loss, pstats = self.objective(model.prior, z_pos, z_neg)
+        if not (torch.isfinite(dec_loss) and torch.isfinite(prior_loss)):
+            raise SamplerDivergedError("training", self.step, "the loss", self.posterior_step_size)
+        (dec_loss + prior_loss).backward()
+        clip = t.grad_clip if t.grad_clip is not None else float("inf")
+        gn_dec = torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), clip)
+        gn_prior = torch.nn.utils.clip_grad_norm_(
+            [p for g in self.opt_prior.param_groups for p in g["params"]], clip)
+        self.opt_dec.step()
+        self.opt_prior.step()
+        self.sched_dec.step()
+        self.sched_prior.step()
+        pstats.update(self.objective.after_step(model.prior, z_pos, z_neg))
+        n_tok = int((x[:, 1:] != self.tokenizer.pad_id).sum())
+        return {"dec_nll": float(dec_loss), "dec_nll_token": float(-logp.sum()) / max(1, n_tok),
+                "prior_loss": float(prior_loss), **pstats,
+                "grad_norm_decoder": float(gn_dec), "grad_norm_prior": float(gn_prior),
+                "time_posterior": t1 - t0, "time_prior": t2 - t1, "time_step": time.perf_counter() - t0,
+                "lr_decoder": self.sched_dec.get_last_lr()[0], "lr_prior": self.sched_prior.get_last_lr()[0]}
+
+    def evaluate(self, max_batches: Optional[int] = None) -> dict:
+        """Validation reconstruction NLL: -log p_beta(x | z+) at posterior samples, per sentence and per token.
+
+        A fixed generator seed makes numbers at different steps comparable (same noise, same data).
+        """
+        s = self.recipe.sampling
+        model = self.model
+        was = model.training
+        model.eval()
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(12345)
+        total, n_sent, n_tok = 0.0, 0, 0
+        for i, x in enumerate(self.valid_batcher):
+            if max_batches is not None and i >= max_batches:
+                break
+            x = x.to(self.device)
+            z0 = model.prior.sample_reference(x.shape[0], generator=gen)
+            z = model.sample_posterior(x, z0=z0, n_steps=s.posterior_steps, step_size=s.posterior_step_size,
+                                       generator=gen)
+            with torch.no_grad():
+                total += float(-model.decoder.log_prob(x, z).sum())
+            n_sent += x.shape[0]
+            n_tok += int((x[:, 1:] != self.tokenizer.pad_id).sum())
+        model.train(was)
+        return {"valid_recon_nll": total / n_sent, "valid_recon_nll_token": total / n_tok,
+                "valid_recon_ppl": math.exp(min(50.0, total / n_tok))}
+
+    # -- the loop --
+    def _handle_signal(self, signum, frame):
+        self.stop_requested = True
+        log(f"received signal {signum}: finishing this step, writing a checkpoint and stopping")
+
+    def run(self) -> dict:
+        r, t = self.recipe, self.recipe.train
+        metrics_path = self.run_dir / "metrics.jsonl"
+        old_handlers = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                old_handlers[sig] = signal.signal(sig, self._handle_signal)
+            except ValueError:  # not the main thread
+                pass
+        log(f"run directory: {self.run_dir}  device: {self.device}  data: {json.dumps(self.data_stats)}")
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log(f"model: {n_params:,} parameters (prior {sum(p.numel() for p in self.model.prior.parameters()):,})")
+        summary = {}
+        try:
+            with open(metrics_path, "a") as mf:
+                def write(rec):
+                    mf.write(json.dumps(rec) + "\n")
+                    mf.flush()
+
+                if self.step == 0:
+                    ev = self.evaluate(t.eval_batches)
+                    summary["valid_recon_nll_start"] = ev["valid_recon_nll"]
+                    write({"step": 0, **ev})
+                    log(f"step 0: validation reconstruction NLL {ev['valid_recon_nll']:.3f} nats/sentence "
+                        f"({ev['valid_recon_nll_token']:.3f} nats/token)")
+                bar = _progress(t.steps, self.step, self.progress)
+                while self.step < t.steps and not self.stop_requested:
+                    x = self.batcher.next().to(self.device)
+                    try:
+                        stats = self.train_step(x)
+                    except SamplerDivergedError as e:
+                        if r.sampling.on_nan != "skip":
+                            raise
+                        self.nan_skips += 1
+                        self.prior_step_size *= 0.5
+                        self.posterior_step_size *= 0.5
+                        log(f"step {self.step}: {e} -- skipped the batch; step sizes halved to "
+                            f"{self.prior_step_size:g} / {self.posterior_step_size:g}")
+                        write({"step": self.step, "nan_skip": self.nan_skips, "sampler": e.sampler})
+                        continue
+                    self.step += 1
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(nll=f"{stats['dec_nll']:.2f}", gap=f"{stats.get('f_gap', 0.0):.2f}")
+                    if self.step % t.log_every == 0 or self.step == t.steps:
+                        write({"step": self.step, **stats})
+                    if self.step % t.eval_every == 0 or self.step == t.steps:
+                        ev = self.evaluate(t.eval_batches)
+                        write({"step": self.step, **ev})
+                        summary["valid_recon_nll_end"] = ev["valid_recon_nll"]
+                        msg = (f"step {self.step}: validation reconstruction NLL {ev['valid_recon_nll']:.3f} "
+                               f"nats/sentence ({ev['valid_recon_nll_token']:.3f} nats/token)")
+                        (bar.write if bar is not None else log)(msg)
+                    if self.step % t.save_every == 0:
+                        self.save_checkpoint()
+                if bar is not None:
+                    bar.close()
+        finally:
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+        self.save_checkpoint()
+        if self.step >= t.steps:
+            self.model.save_pretrained(self.run_dir)
+        summary.update(step=self.step, stopped_early=self.step < t.steps, nan_skips=self.nan_skips)
+        return summary
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, desc="train", file=sys.stderr, dynamic_ncols=True)
+
+
+def train(recipe: Recipe, run_dir, device: Optional[str] = None, resume: bool = False, progress: bool = True) -> dict:
+    """Train a model from a recipe into ``run_dir`` (or continue the run there with ``resume=True``)."""
+    trainer = Trainer(recipe, run_dir, device=device, resume=resume, progress=progress)
+    return trainer.run()
