@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir", help="directory holding the corpus files (sets data.data_dir)")
     t.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the recipe's train.device)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if the run directory already holds a run (its checkpoints are removed)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     s = sub.add_parser("sample", help="sample sentences from a trained model (one per line on stdout)")
@@ -96,9 +98,15 @@ def cmd_train(args) -> int:
             overrides.append(f"data.data_dir={args.data_dir}")
         recipe = apply_overrides(recipe, overrides)
         run_dir = Path(args.out) if args.out else Path("runs") / recipe.name
-        if (run_dir / "checkpoints").exists() and any((run_dir / "checkpoints").iterdir()):
+        ckpts = run_dir / "checkpoints"
+        if args.overwrite and ckpts.exists():
+            import shutil
+
+            shutil.rmtree(ckpts)
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        if ckpts.exists() and any(ckpts.iterdir()):
             raise UserError(f"{run_dir} already holds a run; use --resume {run_dir} to continue it or "
-                            f"--out to choose another directory")
+                            f"--out to choose another directory (or --overwrite to start afresh)")
     summary = train(recipe, run_dir, device=args.device, resume=bool(args.resume), progress=not args.no_progress)
     start, end = summary.get("valid_recon_nll_start"), summary.get("valid_recon_nll_end")
     if start is not None and end is not None:

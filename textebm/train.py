@@ -299,8 +299,8 @@ class Trainer:
         self.sched_prior.step()
         pstats.update(self.objective.after_step(model.prior, z_pos, z_neg))
         n_tok = int((x[:, 1:] != self.tokenizer.pad_id).sum())
-        return {"dec_nll": float(dec_loss), "dec_nll_token": float(-logp.sum()) / max(1, n_tok),
-                "prior_loss": float(prior_loss), **pstats,
+        return {"dec_nll": float(dec_loss.detach()), "dec_nll_token": float(-logp.detach().sum()) / max(1, n_tok),
+                "prior_loss": float(prior_loss.detach()), **pstats,
                 "grad_norm_decoder": float(gn_dec), "grad_norm_prior": float(gn_prior),
                 "time_posterior": t1 - t0, "time_prior": t2 - t1, "time_step": time.perf_counter() - t0,
                 "lr_decoder": self.sched_dec.get_last_lr()[0], "lr_prior": self.sched_prior.get_last_lr()[0]}

@@ -1,0 +1,54 @@
+import os
+
+# Nothing in the test suite may touch the network: datasets / huggingface_hub read these at import time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import random  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SUBJ = ["the dog", "a cat", "the man", "a woman", "the bird", "my friend"]
+VERB = ["sees", "likes", "eats", "finds", "wants"]
+OBJ = ["the ball", "a fish", "the house", "a tree", "the car", "some bread"]
+
+
+def write_toy_corpus(directory: Path, n_train=600, n_valid=64, n_test=64, seed=0) -> Path:
+    """A small three-slot language written by the tests (subject verb object .)."""
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("valid", n_valid), ("test", n_test)):
+        lines = [f"{rng.choice(SUBJ)} {rng.choice(VERB)} {rng.choice(OBJ)} ." for _ in range(n)]
+        (directory / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def toy_corpus(tmp_path_factory) -> Path:
+    return write_toy_corpus(tmp_path_factory.mktemp("toy"))
+
+
+TINY = [
+    "model.latent_dim=4", "model.embed_dim=16", "model.hidden_dim=32", "model.dropout_in=0.0",
+    "model.dropout_out=0.0", "prior.hidden=16", "sampling.prior_steps=10", "sampling.posterior_steps=5",
+    "train.batch_size=32", "train.log_every=1", "train.eval_every=1000", "train.save_every=1000",
+    "generate.max_len=12",
+]
+
+
+def tiny_recipe(corpus_dir, *extra):
+    from textebm.config import Recipe, apply_overrides
+
+    return apply_overrides(Recipe(name="tiny"), [f"data.corpus={corpus_dir}", "train.steps=10", *TINY, *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, toy_corpus) -> Path:
+    """A trained (briefly) run directory shared by the tests that only read it."""
+    from textebm.train import train
+
+    run = tmp_path_factory.mktemp("run") / "tiny"
+    train(tiny_recipe(toy_corpus, "train.steps=20"), run, device="cpu", progress=False)
+    return run

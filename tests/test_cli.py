@@ -1,0 +1,68 @@
+"""The command line: exact outputs and one-line errors with exit status 2."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, timeout=300):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "textebm", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT)
+
+
+def assert_one_line_error(proc, *words):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_sample_prints_exactly_n_lines_and_is_seeded(tiny_run):
+    a = run_cli("sample", str(tiny_run), "-n", "7", "--seed", "3")
+    assert a.returncode == 0, a.stderr
+    lines = a.stdout.split("\n")
+    assert lines[-1] == "" and len(lines) == 8 and all(l.strip() for l in lines[:-1])
+    b = run_cli("sample", str(tiny_run), "-n", "7", "--seed", "3")
+    assert a.stdout == b.stdout
+    c = run_cli("sample", str(tiny_run), "-n", "7", "--seed", "4", "--greedy", "--steps", "5")
+    assert c.returncode == 0 and len(c.stdout.splitlines()) == 7
+
+
+def test_sample_from_a_checkpoint_file(tiny_run):
+    ckpt = sorted((tiny_run / "checkpoints").glob("ckpt-*.pt"))[-1]
+    p = run_cli("sample", str(ckpt), "-n", "3", "--temperature", "0.5")
+    assert p.returncode == 0, p.stderr
+    assert len(p.stdout.splitlines()) == 3
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path, toy_corpus):
+    assert_one_line_error(run_cli("train", str(tmp_path / "nope.yaml")), "recipe file not found")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  stepz: 3\n")
+    assert_one_line_error(run_cli("train", str(bad)), "unknown key 'stepz'", "steps")
+    assert_one_line_error(run_cli("sample", str(tmp_path / "missing_run")), "no such run directory")
+    assert_one_line_error(run_cli("sample", str(tmp_path), "-n", "0"), "-n must be at least 1")
+    assert_one_line_error(run_cli("train", str(ROOT / "recipes" / "quickstart.yaml"), "--set", "train.steps=-1"),
+                          "train.steps")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [1, 2\n")
+    assert_one_line_error(run_cli("train", str(broken)), "not valid YAML")
+    empty = tmp_path / "emptydir"
+    empty.mkdir()
+    assert_one_line_error(run_cli("sample", str(empty)), "no checkpoints")
+
+
+def test_help_is_fast():
+    import time
+
+    t = time.perf_counter()
+    p = run_cli("--help")
+    assert p.returncode == 0 and "train" in p.stdout and "sample" in p.stdout
+    assert time.perf_counter() - t < 5.0

@@ -1,0 +1,152 @@
+"""Decoder, model, training loop and persistence against known answers."""
+import json
+
+import pytest
+import torch
+
+from textebm.data import WordVocab, pad_batch
+from textebm.decoders import LSTMDecoder
+from textebm.model import LatentEBMModel
+from textebm.prior import LatentEBMPrior
+from textebm.train import Trainer, train
+
+from conftest import tiny_recipe
+
+
+def small_model(vocab=20, d=4, seed=0, impl="auto"):
+    torch.manual_seed(seed)
+    dec = LSTMDecoder(vocab, d, embed_dim=8, hidden_dim=16, dropout_in=0.0, dropout_out=0.0, impl=impl)
+    return LatentEBMModel(LatentEBMPrior(d, hidden=16), dec).eval()
+
+
+def batch(vocab=20, B=6, T=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(4, vocab, (B, T), generator=g)
+    x[:, 0] = 2
+    for i in range(B):  # ragged lengths ending with </s>, then padding
+        L = 3 + i % (T - 3)
+        x[i, L] = 3
+        x[i, L + 1:] = 0
+    return x
+
+
+def test_fused_and_unrolled_lstm_compute_the_same_function():
+    x, z = batch(), torch.randn(6, 4)
+    a, b = small_model(impl="fused"), small_model(impl="unrolled")
+    za, zb = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
+    la, lb = a.decoder.log_prob(x, za), b.decoder.log_prob(x, zb)
+    assert torch.allclose(la, lb, atol=1e-5)
+    ga, = torch.autograd.grad(la.sum(), za)
+    gb, = torch.autograd.grad(lb.sum(), zb)
+    assert torch.allclose(ga, gb, atol=1e-5)
+
+
+def test_log_prob_is_a_sum_over_real_tokens_only():
+    m = small_model()
+    x, z = batch(), torch.randn(6, 4)
+    lp = m.decoder.log_prob(x, z)
+    for i in range(6):
+        L = int((x[i] != 0).sum())
+        single = m.decoder.log_prob(x[i:i + 1, :L], z[i:i + 1])
+        assert torch.allclose(lp[i], single[0], atol=1e-5)
+    # extra padding changes nothing
+    wider = torch.cat([x, torch.zeros(6, 5, dtype=torch.long)], 1)
+    assert torch.allclose(m.decoder.log_prob(wider, z), lp, atol=1e-5)
+    # the first-token probabilities over every non-pad token sum to 1 minus the mass given to <pad>
+    with torch.no_grad():
+        allx = torch.tensor([[2, t] for t in range(0, 20)])
+        p = m.decoder.token_log_probs(m.decoder.prepare(allx), torch.zeros(20, 4))[:, 0].exp()
+        logits = m.decoder.out(m.decoder._hidden(m.decoder.prepare(allx[:1]), torch.zeros(1, 4)))[0, 0]
+    assert torch.allclose(p[1:].sum() + logits.softmax(-1)[0], torch.tensor(1.0), atol=1e-5)
+
+
+def test_posterior_langevin_raises_joint_log_density():
+    m = small_model()
+    with torch.no_grad():  # make the likelihood depend strongly on z, as a trained decoder's does
+        m.decoder.z_to_c.weight.mul_(20)
+        m.decoder.lstm.weight_ih_l0[:, 8:].mul_(20)
+        m.decoder.out.weight.mul_(30)
+    x = batch(B=64, seed=1)
+    g = torch.Generator().manual_seed(0)
+    z0 = m.prior.sample_reference(64, generator=g)
+    z = m.sample_posterior(x, z0=z0, n_steps=20, step_size=0.1, generator=g)
+    with torch.no_grad():
+        before, after = m.joint_log_prob(x, z0), m.joint_log_prob(x, z)
+    assert float((after - before).mean()) > 0.5
+
+
+def test_generation_greedy_topk_nucleus_and_max_len():
+    m = small_model()
+    z = torch.randn(16, 4)
+    g1 = m.decoder.generate(z, max_len=7, greedy=True)
+    assert all(len(r) <= 7 for r in g1) and all(3 not in r and 0 not in r and 2 not in r for r in g1)
+    assert m.decoder.generate(z, max_len=7, top_k=1, generator=torch.Generator().manual_seed(0)) == g1
+    assert m.decoder.generate(z, max_len=7, top_p=1e-6, generator=torch.Generator().manual_seed(0)) == g1
+    # stops at </s>: a decoder whose output always prefers </s> yields empty sentences
+    with torch.no_grad():
+        m.decoder.out.bias.zero_()
+        m.decoder.out.bias[3] = 50.0
+    assert m.decoder.generate(z, max_len=7, greedy=True) == [[]] * 16
+    s1 = m.decoder.generate(z, max_len=7, temperature=0.7, generator=torch.Generator().manual_seed(5))
+    s2 = m.decoder.generate(z, max_len=7, temperature=0.7, generator=torch.Generator().manual_seed(5))
+    assert s1 == s2
+
+
+def test_one_training_step_raises_f_on_posterior_relative_to_prior(toy_corpus, tmp_path):
+    tr = Trainer(tiny_recipe(toy_corpus), tmp_path / "r", device="cpu", progress=False)
+    prior = tr.model.prior
+    x = tr.batcher.next()
+    torch.manual_seed(0)
+    z_pos, z_neg = tr.sample_posterior(x), tr.sample_prior(x.shape[0])
+    gap = lambda: float(prior.f(z_pos).mean() - prior.f(z_neg).mean())
+    before = gap()
+    loss, _ = tr.objective(prior, z_pos, z_neg)
+    tr.opt_prior.zero_grad()
+    loss.backward()
+    tr.opt_prior.step()
+    assert gap() > before
+
+
+def test_training_lowers_validation_reconstruction_nll(toy_corpus, tmp_path):
+    r = tiny_recipe(toy_corpus, "train.steps=60", "train.eval_every=60", "train.lr_decoder=0.01")
+    summary = train(r, tmp_path / "run", device="cpu", progress=False)
+    assert summary["valid_recon_nll_end"] < 0.7 * summary["valid_recon_nll_start"]
+    recs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if "dec_nll" in r]
+    assert len(steps) == 60
+    for key in ("dec_nll", "prior_loss", "f_gap", "grad_norm_decoder", "grad_norm_prior", "time_posterior",
+                "time_prior"):
+        assert key in steps[0]
+    for f in ("recipe.yaml", "vocab.json", "config.json", "model.safetensors"):
+        assert (tmp_path / "run" / f).exists()
+
+
+def test_save_load_round_trip_gives_identical_samples(tiny_run, tmp_path):
+    m = LatentEBMModel.from_pretrained(tiny_run).eval()
+    m.save_pretrained(tmp_path / "copy")
+    m2 = LatentEBMModel.from_pretrained(tmp_path / "copy").eval()
+    for (k, v), (k2, v2) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    a = m.generate(8, n_steps=10, generator=torch.Generator().manual_seed(4))
+    b = m2.generate(8, n_steps=10, generator=torch.Generator().manual_seed(4))
+    assert a == b and all(isinstance(s, str) for s in a)
+
+
+def test_latent_size_mismatch_is_reported():
+    dec = LSTMDecoder(10, 8)
+    with pytest.raises(ValueError, match="latent_dim 8 but the prior has latent_dim 4"):
+        LatentEBMModel(LatentEBMPrior(4), dec)
+    with pytest.raises(ValueError, match=r"z of shape \(batch, 8\)"):
+        dec.log_prob(batch(vocab=10), torch.zeros(6, 3))
+
+
+def test_vocab_round_trip_and_padding(tmp_path):
+    v = WordVocab.build(["a b c", "a b", "a"], min_count=1)
+    assert v.itos[:4] == ["<pad>", "<unk>", "<s>", "</s>"] and v.itos[4] == "a"
+    ids = v.encode("a c zzz")
+    assert ids[0] == v.bos_id and ids[-1] == v.eos_id and v.unk_id in ids
+    assert v.decode(v.encode("b a c")) == "b a c"
+    v.save(tmp_path)
+    assert WordVocab.load(tmp_path).itos == v.itos
+    x = pad_batch([[2, 5, 3], [2, 3]], v.pad_id)
+    assert x.tolist() == [[2, 5, 3], [2, 3, 0]]
