@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     t = sub.add_parser("train", help="train a model from a YAML recipe")
-    t.add_argument("recipe", help="recipe YAML file (see recipes/)")
+    t.add_argument("recipe", nargs="?", help="recipe YAML file (see recipes/); not needed with --resume")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set train.steps=200 (repeatable)")
     t.add_argument("--out", help="run directory (default: runs/<recipe name>)")
@@ -92,6 +92,8 @@ def cmd_train(args) -> int:
         if args.overrides:
             recipe = apply_overrides(recipe, args.overrides)
     else:
+        if not args.recipe:
+            raise UserError("train needs a recipe file (or --resume RUN_DIR)")
         recipe = load_recipe(args.recipe)
         overrides = list(args.overrides)
         if args.data_dir:

@@ -15,7 +15,10 @@ from typing import Any, Dict, List, Optional
 
 
 class ConfigError(ValueError):
-    """A recipe is malformed; the message names the key and what was expected."""
+    """A recipe is malformed; the message names the key and what was expected (always one line)."""
+
+    def __init__(self, msg: str):
+        super().__init__(" ".join(str(msg).split()))
 
 
 @dataclass
@@ -237,7 +240,8 @@ def load_recipe(path) -> Recipe:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"recipe {path} is not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"recipe {path} is not valid YAML{at}: {problem}") from None
     if data is None:
         raise ConfigError(f"recipe {path} is empty")
     return from_dict(Recipe, data)

@@ -65,8 +65,14 @@ class LatentEBMPrior(nn.Module):
 
     # ---- densities -------------------------------------------------------------------------------------
     def _check(self, z: torch.Tensor) -> None:
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"z must be a torch.Tensor of shape (batch, {self.latent_dim}); got {type(z).__name__}")
         if z.dim() != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"z must have shape (batch, {self.latent_dim}) for this prior; got {tuple(z.shape)}")
+        dev = self.net[-1].weight.device
+        if z.device != dev:
+            raise ValueError(f"z is on {z.device} but the prior's parameters are on {dev}; "
+                             f"move one of them with .to(device)")
 
     def f(self, z: torch.Tensor) -> torch.Tensor:
         """f_alpha(z), the negative energy of the tilt; shape (batch,)."""

@@ -197,8 +197,19 @@ class Trainer:
         obj_args = dict(r.prior.objective_args)
         self.objective = get_objective(r.prior.objective, **obj_args).to(self.device)
         s = r.sampling
-        self.prior_sampler = get_sampler(r.prior.sampler, **{"n_steps": s.prior_steps, "step_size": s.prior_step_size,
-                                                             **r.prior.sampler_args})
+        sampler_args = {"n_steps": s.prior_steps, "step_size": s.prior_step_size, **r.prior.sampler_args}
+        if r.prior.sampler == "langevin":
+            sampler_args.setdefault("z_clamp", s.z_clamp)
+            sampler_args.setdefault("noise", s.noise)
+        try:
+            self.prior_sampler = get_sampler(r.prior.sampler, **sampler_args)
+        except TypeError as e:
+            raise ValueError(f"prior.sampler_args: {e}") from None
+        if hasattr(self.prior_sampler, "name"):
+            try:
+                self.prior_sampler.name = f"prior {r.prior.sampler}"
+            except AttributeError:
+                pass
         t = r.train
         self.opt_dec = torch.optim.Adam(self.model.decoder.parameters(), lr=t.lr_decoder,
                                         betas=tuple(t.betas_decoder), weight_decay=t.weight_decay)
@@ -266,7 +277,7 @@ class Trainer:
         try:
             return self.model.sample_posterior(x, z0=z0, n_steps=s.posterior_steps,
                                                step_size=self.posterior_step_size, generator=self.gen,
-                                               z_clamp=s.z_clamp)
+                                               z_clamp=s.z_clamp, noise=s.noise)
         finally:
             self.model.train(was_training)
 
