@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int("--batch-size"), default=256)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
+    n = sub.add_parser("ngram", help="KenLM n-gram models: install lmplz, train (lmplz or built-in), perplexity",
+                       add_help=False)
+    n.add_argument("args", nargs=argparse.REMAINDER, help="install | train ... | ppl ARPA TXT (see textebm ngram -h)")
     return p
 
 
@@ -184,18 +187,33 @@ def cmd_sample(args) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample}
+def cmd_ngram(args) -> int:
+    from .eval.ngram import ngram_main
+
+    return ngram_main(args.args) or 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "ngram": cmd_ngram}
 
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "ngram":  # its own parser handles everything after the word, --help included
+        args = argparse.Namespace(command="ngram", args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     from .config import ConfigError
     from .sampling.base import SamplerDivergedError
 
+    errors = (UserError, ConfigError, FileNotFoundError, ValueError, SamplerDivergedError)
+    if args.command == "ngram":
+        from .eval.ngram import LmplzError
+
+        errors = errors + (LmplzError,)
     try:
         return COMMANDS[args.command](args)
-    except (UserError, ConfigError, FileNotFoundError, ValueError, SamplerDivergedError) as e:
+    except errors as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"textebm: error: {msg}", file=sys.stderr)
         return 2

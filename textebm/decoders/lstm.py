@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import check_latent
+from .ops import token_log_likelihood
 
 
 @dataclass
@@ -132,7 +133,9 @@ class LSTMDecoder(nn.Module):
         return -nll * ctx.mask
 
     def log_prob_prepared(self, ctx: TokenContext, z: torch.Tensor) -> torch.Tensor:
-        return self.token_log_probs(ctx, z).sum(-1)
+        """Sum over real tokens of log p(x_t | x_<t, z): only unpadded positions reach the output layer."""
+        check_latent(z, self.latent_dim, ctx.targets.shape[0], "LSTMDecoder")
+        return token_log_likelihood(self._hidden(ctx, z), self.out, ctx.targets, ctx.mask)
 
     def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p_beta(x | z) per sentence, shape (batch,): the sum over real tokens (padding masked)."""
