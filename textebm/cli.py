@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int("--batch-size"), default=256)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
+    from .eval import commands as eval_commands  # light module: imports nothing heavy at import time
+
+    eval_commands.add_parsers(sub)
     n = sub.add_parser("ngram", help="KenLM n-gram models: install lmplz, train (lmplz or built-in), perplexity",
                        add_help=False)
     n.add_argument("args", nargs=argparse.REMAINDER, help="install | train ... | ppl ARPA TXT (see textebm ngram -h)")
@@ -196,6 +199,14 @@ def cmd_ngram(args) -> int:
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "ngram": cmd_ngram}
 
 
+def _command(name):
+    if name in COMMANDS:
+        return COMMANDS[name]
+    from .eval import commands as eval_commands
+
+    return eval_commands.COMMANDS[name]
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -212,7 +223,7 @@ def main(argv=None) -> int:
 
         errors = errors + (LmplzError,)
     try:
-        return COMMANDS[args.command](args)
+        return _command(args.command)(args)
     except errors as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"textebm: error: {msg}", file=sys.stderr)
