@@ -170,3 +170,13 @@ def test_fused_token_likelihood_matches_log_softmax_and_its_gradients():
     gg = torch.autograd.grad((got * w).sum(), [h, lin.weight, lin.bias])
     for a, b in zip(gr, gg):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_bf16_autocast_training_step_runs_and_keeps_fp32_state(toy_corpus, tmp_path):
+    tr = Trainer(tiny_recipe(toy_corpus, "train.amp=bf16"), tmp_path / "r", device="cpu", progress=False)
+    x = tr.batcher.next()
+    z = tr.sample_posterior(x)
+    assert z.dtype == torch.float32 and torch.isfinite(z).all()
+    st = tr.train_step(x)
+    assert all(p.dtype == torch.float32 for p in tr.model.parameters())
+    assert torch.isfinite(torch.tensor(st["dec_nll"]))

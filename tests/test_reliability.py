@@ -157,3 +157,20 @@ def test_corpus_fuzz_gives_corpus_errors_only(tmp_path):
             assert c.train and c.valid and c.test
         except CorpusError as e:
             assert str(e)
+
+
+def test_two_process_ddp_on_cpu_keeps_ranks_identical(toy_corpus, tmp_path):
+    r = tiny_recipe(toy_corpus, "train.steps=6", "train.num_threads=1", "train.batch_size=16")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(dump_recipe(r))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                        str(29500 + os.getpid() % 1000), "-m", "textebm", "train", str(recipe), "--out",
+                        str(tmp_path / "ddp"), "--no-progress"], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "parameters across 2 ranks: max difference from rank 0 0" in p.stderr, p.stderr[-2000:]
+    assert "ranks: 2" in p.stderr
+    ckpt = sorted((tmp_path / "ddp" / "checkpoints").glob("ckpt-*.pt"))[-1]
+    s = subprocess.run([sys.executable, "-m", "textebm", "sample", str(ckpt), "-n", "4"], capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert s.returncode == 0 and len(s.stdout.splitlines()) == 4, s.stderr

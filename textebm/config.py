@@ -104,8 +104,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     num_threads: Optional[int] = None  # torch CPU threads (null = torch's default)
+    amp: str = "none"                  # none | bf16 | fp16: autocast the decoder; Langevin states stay fp32
 
-    _choices = {"lr_schedule": ("constant", "cosine", "linear")}
+    _choices = {"lr_schedule": ("constant", "cosine", "linear"), "amp": ("none", "bf16", "fp16")}
     _ranges = {"steps": (0, None), "batch_size": (1, None), "lr_decoder": (0.0, None), "lr_prior": (0.0, None),
                "log_every": (1, None), "eval_every": (1, None), "save_every": (1, None),
                "keep_checkpoints": (1, None), "warmup_steps": (0, None)}

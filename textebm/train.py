@@ -13,6 +13,7 @@ config.json + model.safetensors (``LatentEBMModel.from_pretrained(run_dir)``).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -53,6 +54,82 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# ---- multi-process (torchrun) ---------------------------------------------------------------------------
+class Dist:
+    """Data-parallel context from torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK); a no-op alone.
+
+    Each rank samples z+ and z- for its own shard of the batches; gradients are averaged across ranks with one
+    flattened all-reduce per optimizer step (the same update DistributedDataParallel makes); rank 0 alone
+    evaluates, logs and writes checkpoints.
+    """
+
+    def __init__(self):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world_size > 1
+
+    def setup(self, device: torch.device) -> torch.device:
+        if not self.enabled:
+            return device
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast_parameters(self, modules) -> None:
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+
+        for m in modules:
+            for t in list(m.parameters()) + list(m.buffers()):
+                dist.broadcast(t.data, 0)
+
+    def average_gradients(self, params) -> None:
+        if not self.enabled:
+            return
+        import torch.distributed as dist
+
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        i = 0
+        for g in grads:
+            g.copy_(flat[i:i + g.numel()].view_as(g))
+            i += g.numel()
+
+    def check_in_sync(self, modules) -> float:
+        """Largest difference of any parameter from rank 0's copy (0.0 when alone)."""
+        if not self.enabled:
+            return 0.0
+        import torch.distributed as dist
+
+        flat = torch.cat([p.detach().reshape(-1) for m in modules for p in m.parameters()])
+        ref = flat.clone()
+        dist.broadcast(ref, 0)
+        diff = (flat - ref).abs().max()
+        dist.all_reduce(diff, op=dist.ReduceOp.MAX)
+        return float(diff)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            import torch.distributed as dist
+
+            dist.barrier()
 
 
 # ---- data -----------------------------------------------------------------------------------------------
@@ -139,8 +216,9 @@ class Trainer:
                  progress: bool = True):
         self.recipe = recipe
         self.run_dir = Path(run_dir)
-        self.progress = progress
-        self.device = resolve_device(device or recipe.train.device)
+        self.dist = Dist()
+        self.progress = progress and self.dist.is_main
+        self.device = self.dist.setup(resolve_device(device or recipe.train.device))
         if recipe.train.num_threads:
             torch.set_num_threads(recipe.train.num_threads)
         seed_everything(recipe.seed)
@@ -154,14 +232,17 @@ class Trainer:
         if resume:
             path, ckpt = load_latest_checkpoint(self.run_dir)
             log(f"resuming from {path} (step {ckpt['step']})")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier()
         self._setup_data(ckpt)
         self._setup_model()
         if ckpt is not None:
             self._restore(ckpt)
-        else:
+        elif self.dist.is_main:
             (self.run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
             self.tokenizer.save(self.run_dir)
+        self.dist.broadcast_parameters([self.model, self.objective])
 
     # -- setup --
     def _setup_data(self, ckpt) -> None:
@@ -188,7 +269,8 @@ class Trainer:
                            "valid_truncated": vstats["truncated"], "valid_dropped": vstats["dropped"],
                            **corpus.stats}
         bs = r.train.batch_size
-        self.batcher = BucketBatcher(self.train_ids, bs, self.tokenizer.pad_id, seed=r.seed)
+        self.batcher = BucketBatcher(self.train_ids, bs, self.tokenizer.pad_id, seed=r.seed,
+                                     rank=self.dist.rank, world_size=self.dist.world_size)
         self.valid_batcher = BucketBatcher(self.valid_ids, bs, self.tokenizer.pad_id, shuffle=False)
 
     def _setup_model(self) -> None:
@@ -219,7 +301,7 @@ class Trainer:
         self.sched_dec = torch.optim.lr_scheduler.LambdaLR(self.opt_dec, lam)
         self.sched_prior = torch.optim.lr_scheduler.LambdaLR(self.opt_prior, lam)
         self.gen = torch.Generator(device=self.device)
-        self.gen.manual_seed(r.seed)
+        self.gen.manual_seed(r.seed + 1_000_003 * self.dist.rank)  # each rank draws its own noise
 
     # -- checkpoint --
     def state_dict(self) -> dict:
@@ -269,15 +351,24 @@ class Trainer:
         return self.prior_sampler.sample(prior.log_prob_unnormalized, z0, step_size=self.prior_step_size,
                                          generator=self.gen).z
 
+    def autocast(self):
+        """Mixed precision for the decoder's matrix work (train.amp); z and the Langevin updates stay fp32."""
+        amp = self.recipe.train.amp
+        if amp == "none":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
     def sample_posterior(self, x: torch.Tensor) -> torch.Tensor:
         s = self.recipe.sampling
         z0 = self.model.prior.sample_reference(x.shape[0], generator=self.gen)
         was_training = self.model.training
         self.model.eval()
         try:
-            return self.model.sample_posterior(x, z0=z0, n_steps=s.posterior_steps,
-                                               step_size=self.posterior_step_size, generator=self.gen,
-                                               z_clamp=s.z_clamp, noise=s.noise)
+            with self.autocast():
+                return self.model.sample_posterior(x, z0=z0, n_steps=s.posterior_steps,
+                                                   step_size=self.posterior_step_size, generator=self.gen,
+                                                   z_clamp=s.z_clamp, noise=s.noise)
         finally:
             self.model.train(was_training)
 
@@ -292,7 +383,8 @@ class Trainer:
 
         # decoder: ascend log p_beta(x | z+)
         self.opt_dec.zero_grad(set_to_none=True)
-        logp = model.decoder.log_prob(x, z_pos)
+        with self.autocast():
+            logp = model.decoder.log_prob(x, z_pos).float()
         dec_loss = -logp.mean()
         # prior: the objective's loss (default mean f(z-) - mean f(z+))
         self.opt_prior.zero_grad(set_to_none=True)
@@ -300,6 +392,8 @@ class Trainer:
         if not (torch.isfinite(dec_loss) and torch.isfinite(prior_loss)):
             raise SamplerDivergedError("training", self.step, "the loss", self.posterior_step_size)
         (dec_loss + prior_loss).backward()
+        self.dist.average_gradients(list(model.decoder.parameters()) +
+                                    [p for g in self.opt_prior.param_groups for p in g["params"]])
         clip = t.grad_clip if t.grad_clip is not None else float("inf")
         gn_dec = torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), clip)
         gn_prior = torch.nn.utils.clip_grad_norm_(
@@ -357,22 +451,33 @@ class Trainer:
                 old_handlers[sig] = signal.signal(sig, self._handle_signal)
             except ValueError:  # not the main thread
                 pass
-        log(f"run directory: {self.run_dir}  device: {self.device}  data: {json.dumps(self.data_stats)}")
-        n_params = sum(p.numel() for p in self.model.parameters())
-        log(f"model: {n_params:,} parameters (prior {sum(p.numel() for p in self.model.prior.parameters()):,})")
+        main = self.dist.is_main
+        if main:
+            log(f"run directory: {self.run_dir}  device: {self.device}  data: {json.dumps(self.data_stats)}")
+            n_params = sum(p.numel() for p in self.model.parameters())
+            log(f"model: {n_params:,} parameters (prior {sum(p.numel() for p in self.model.prior.parameters()):,})"
+                + (f"  ranks: {self.dist.world_size}" if self.dist.enabled else ""))
+        if self.dist.enabled and r.sampling.on_nan == "skip":
+            raise ValueError("sampling.on_nan=skip is not supported with several processes (ranks would disagree "
+                             "on which batches to skip); use on_nan=raise")
         summary = {}
         try:
-            with open(metrics_path, "a") as mf:
+            with open(metrics_path if main else os.devnull, "a") as mf:
                 def write(rec):
                     mf.write(json.dumps(rec) + "\n")
                     mf.flush()
 
-                if self.step == 0:
+                def evaluate(step):
                     ev = self.evaluate(t.eval_batches)
-                    summary["valid_recon_nll_start"] = ev["valid_recon_nll"]
-                    write({"step": 0, **ev})
-                    log(f"step 0: validation reconstruction NLL {ev['valid_recon_nll']:.3f} nats/sentence "
-                        f"({ev['valid_recon_nll_token']:.3f} nats/token)")
+                    write({"step": step, **ev})
+                    msg = (f"step {step}: validation reconstruction NLL {ev['valid_recon_nll']:.3f} "
+                           f"nats/sentence ({ev['valid_recon_nll_token']:.3f} nats/token)")
+                    (bar.write if bar is not None else log)(msg)
+                    return ev["valid_recon_nll"]
+
+                bar = None
+                if self.step == 0 and main:
+                    summary["valid_recon_nll_start"] = evaluate(0)
                 bar = _progress(t.steps, self.step, self.progress)
                 while self.step < t.steps and not self.stop_requested:
                     x = self.batcher.next().to(self.device)
@@ -394,23 +499,25 @@ class Trainer:
                         bar.set_postfix(nll=f"{stats['dec_nll']:.2f}", gap=f"{stats.get('f_gap', 0.0):.2f}")
                     if self.step % t.log_every == 0 or self.step == t.steps:
                         write({"step": self.step, **stats})
-                    if self.step % t.eval_every == 0 or self.step == t.steps:
-                        ev = self.evaluate(t.eval_batches)
-                        write({"step": self.step, **ev})
-                        summary["valid_recon_nll_end"] = ev["valid_recon_nll"]
-                        msg = (f"step {self.step}: validation reconstruction NLL {ev['valid_recon_nll']:.3f} "
-                               f"nats/sentence ({ev['valid_recon_nll_token']:.3f} nats/token)")
-                        (bar.write if bar is not None else log)(msg)
-                    if self.step % t.save_every == 0:
+                    if main and (self.step % t.eval_every == 0 or self.step == t.steps):
+                        summary["valid_recon_nll_end"] = evaluate(self.step)
+                    if main and self.step % t.save_every == 0:
                         self.save_checkpoint()
                 if bar is not None:
                     bar.close()
         finally:
             for sig, h in old_handlers.items():
                 signal.signal(sig, h)
-        self.save_checkpoint()
-        if self.step >= t.steps:
-            self.model.save_pretrained(self.run_dir)
+        if self.dist.enabled:
+            summary["max_parameter_difference_across_ranks"] = self.dist.check_in_sync([self.model, self.objective])
+            if main:
+                log(f"parameters across {self.dist.world_size} ranks: max difference from rank 0 "
+                    f"{summary['max_parameter_difference_across_ranks']:.3g}")
+        if main:
+            self.save_checkpoint()
+            if self.step >= t.steps:
+                self.model.save_pretrained(self.run_dir)
+        self.dist.barrier()
         summary.update(step=self.step, stopped_early=self.step < t.steps, nan_skips=self.nan_skips)
         return summary
 

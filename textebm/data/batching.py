@@ -27,7 +27,8 @@ class BucketBatcher:
     """
 
     def __init__(self, encoded: List[List[int]], batch_size: int, pad_id: int, seed: int = 0,
-                 shuffle: bool = True, bucket_factor: int = 50, drop_last: bool = False):
+                 shuffle: bool = True, bucket_factor: int = 50, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1):
         if len(encoded) == 0:
             raise ValueError("no sentences to batch")
         if batch_size < 1:
@@ -38,6 +39,8 @@ class BucketBatcher:
         self.shuffle, self.bucket_factor, self.drop_last = shuffle, bucket_factor, drop_last
         self.epoch, self.index = 0, 0
         self._batches: Optional[List[np.ndarray]] = None
+        # data-parallel sharding: every rank computes the same plan and takes batches rank, rank + W, ...
+        self.rank, self.world_size = rank, world_size
 
     def _plan(self) -> List[np.ndarray]:
         n = len(self.data)
@@ -66,12 +69,16 @@ class BucketBatcher:
         """The next batch, starting a new epoch when one ends (infinite stream)."""
         if self._batches is None:
             self._batches = self._plan()
-        if self.index >= len(self._batches):
+        W = self.world_size
+        if self.index + W > len(self._batches):  # every rank needs a batch of this round
             self.epoch += 1
             self.index = 0
             self._batches = self._plan()
-        b = self._batches[self.index]
-        self.index += 1
+            if W > len(self._batches):
+                raise ValueError(f"{len(self._batches)} batches per epoch cannot feed {W} ranks; "
+                                 f"use a smaller batch size or fewer processes")
+        b = self._batches[self.index + self.rank]
+        self.index += W
         return self.batch(b)
 
     def __iter__(self):

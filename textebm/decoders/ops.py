@@ -28,9 +28,10 @@ class _TokenLogLikelihood(torch.autograd.Function):
         h, weight, probs, targets = ctx.saved_tensors
         grad_logits = probs.mul_(-g.unsqueeze(1))
         grad_logits.scatter_add_(1, targets.unsqueeze(1), g.unsqueeze(1).to(grad_logits.dtype))
-        gh = grad_logits @ weight if ctx.needs_input_grad[0] else None
-        gw = grad_logits.t() @ h if ctx.needs_input_grad[1] else None
-        gb = grad_logits.sum(0) if ctx.needs_input_grad[2] else None
+        dt = grad_logits.dtype  # under autocast the buffer may be bf16/fp16 while the weights are fp32
+        gh = (grad_logits @ weight.to(dt)).to(h.dtype) if ctx.needs_input_grad[0] else None
+        gw = (grad_logits.t() @ h.to(dt)).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        gb = grad_logits.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
         return gh, gw, gb, None
 
 

@@ -55,7 +55,7 @@ def log_prob_and_grad(log_prob: LogDensity, z: torch.Tensor, create_graph: bool 
     """
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
-        lp = log_prob(z)
+        lp = log_prob(z).float()
         if lp.dim() != 1 or lp.shape[0] != z.shape[0]:
             raise ValueError(
                 f"log_prob must return one value per row of z, shape ({z.shape[0]},); got {tuple(lp.shape)}"
