@@ -207,6 +207,22 @@ def _command(name):
     return eval_commands.COMMANDS[name]
 
 
+def _is_user_error(e: BaseException) -> bool:
+    """Errors caused by what the user passed (files, recipes, settings), as opposed to bugs."""
+    from .config import ConfigError
+
+    kinds = [UserError, ConfigError, FileNotFoundError, ValueError]
+    if "torch" in sys.modules:
+        from .sampling.base import SamplerDivergedError
+
+        kinds.append(SamplerDivergedError)
+    if "textebm.eval.ngram" in sys.modules:
+        from .eval.ngram import LmplzError
+
+        kinds.append(LmplzError)
+    return isinstance(e, tuple(kinds))
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -214,17 +230,11 @@ def main(argv=None) -> int:
         args = argparse.Namespace(command="ngram", args=argv[1:])
     else:
         args = parser.parse_args(argv)
-    from .config import ConfigError
-    from .sampling.base import SamplerDivergedError
-
-    errors = (UserError, ConfigError, FileNotFoundError, ValueError, SamplerDivergedError)
-    if args.command == "ngram":
-        from .eval.ngram import LmplzError
-
-        errors = errors + (LmplzError,)
     try:
         return _command(args.command)(args)
-    except errors as e:
+    except Exception as e:  # user-facing errors become one line; anything else is a bug and keeps its traceback
+        if not _is_user_error(e):
+            raise
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"textebm: error: {msg}", file=sys.stderr)
         return 2
