@@ -31,7 +31,8 @@ from .config import Recipe, dump_recipe, to_dict
 from .data import BucketBatcher, load_corpus
 from .data.vocab import WordVocab
 from .model import LatentEBMModel, build_model
-from .objectives import get_objective
+from .objectives import build_objective
+from .objectives.data_ebm import loss_parameters, setup_objective
 from .sampling import SamplerDivergedError, get_sampler
 
 CKPT_DIR = "checkpoints"
@@ -276,8 +277,14 @@ class Trainer:
     def _setup_model(self) -> None:
         r = self.recipe
         self.model: LatentEBMModel = build_model(r, self.tokenizer).to(self.device)
-        obj_args = dict(r.prior.objective_args)
-        self.objective = get_objective(r.prior.objective, **obj_args).to(self.device)
+        try:
+            self.objective = build_objective(r.prior.objective, r.prior.amortizer, **r.prior.objective_args)
+        except TypeError as e:
+            raise ValueError(f"prior.objective_args: {e}") from None
+        setup_objective(self.objective, self.model.prior.latent_dim, self.device)
+        self.objective.to(self.device)
+        # an amortized sampler trains its generator with its own optimizer (in after_step)
+        self.amortizers = [m for m in self.objective.modules() if hasattr(m, "optimizer_state_dict")]
         s = r.sampling
         sampler_args = {"n_steps": s.prior_steps, "step_size": s.prior_step_size, **r.prior.sampler_args}
         if r.prior.sampler == "langevin":
@@ -295,7 +302,7 @@ class Trainer:
         t = r.train
         self.opt_dec = torch.optim.Adam(self.model.decoder.parameters(), lr=t.lr_decoder,
                                         betas=tuple(t.betas_decoder), weight_decay=t.weight_decay)
-        prior_params = list(self.model.prior.parameters()) + list(self.objective.parameters())
+        prior_params = list(self.model.prior.parameters()) + loss_parameters(self.objective)
         self.opt_prior = torch.optim.Adam(prior_params, lr=t.lr_prior, betas=tuple(t.betas_prior))
         lam = lr_lambda(t.lr_schedule, t.steps, t.warmup_steps)
         self.sched_dec = torch.optim.lr_scheduler.LambdaLR(self.opt_dec, lam)
@@ -314,6 +321,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "step_sizes": (self.prior_step_size, self.posterior_step_size), "nan_skips": self.nan_skips,
+            "amortizer_optimizers": [m.optimizer_state_dict() for m in self.amortizers],
         }
 
     def _restore(self, ck: dict) -> None:
@@ -333,6 +341,8 @@ class Trainer:
             torch.cuda.set_rng_state_all(ck["cuda_rng"])
         self.prior_step_size, self.posterior_step_size = ck["step_sizes"]
         self.nan_skips = ck.get("nan_skips", 0)
+        for m, st in zip(self.amortizers, ck.get("amortizer_optimizers", [])):
+            m.load_optimizer_state_dict(st)
 
     def save_checkpoint(self) -> Path:
         d = self.run_dir / CKPT_DIR
