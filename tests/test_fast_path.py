@@ -1,0 +1,55 @@
+"""The fast sampling path computes the same thing as the straightforward reference in bench/reference.py."""
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from textebm.train import Trainer
+
+from conftest import tiny_recipe
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from reference import (reference_sample_posterior, reference_sample_prior,  # noqa: E402
+                       reference_train_step)
+
+
+@pytest.fixture()
+def trainer(toy_corpus, tmp_path):
+    r = tiny_recipe(toy_corpus, "train.grad_clip=null", "model.hidden_dim=48", "model.latent_dim=6",
+                    "sampling.posterior_steps=12", "sampling.prior_steps=30")
+    return Trainer(r, tmp_path / "run", device="cpu", progress=False)
+
+
+def test_posterior_and_prior_samples_match_the_reference_with_the_same_noise(trainer):
+    x = trainer.batcher.next()
+    m = trainer.model.eval()
+    s = trainer.recipe.sampling
+    z0 = m.prior.sample_reference(x.shape[0], generator=torch.Generator().manual_seed(0))
+    fast = m.sample_posterior(x, z0=z0, n_steps=s.posterior_steps, step_size=s.posterior_step_size,
+                              generator=torch.Generator().manual_seed(1))
+    ref = reference_sample_posterior(m.prior, m.decoder, x, z0, s.posterior_steps, s.posterior_step_size,
+                                     torch.Generator().manual_seed(1))
+    assert (fast - z0).abs().max() > 0.1  # the chains moved
+    assert torch.allclose(fast, ref, atol=1e-4), (fast - ref).abs().max()
+    fast_p = m.prior.sample(x.shape[0], n_steps=s.prior_steps, step_size=s.prior_step_size, z0=z0,
+                            generator=torch.Generator().manual_seed(2))
+    ref_p = reference_sample_prior(m.prior, z0, s.prior_steps, s.prior_step_size, torch.Generator().manual_seed(2))
+    assert torch.allclose(fast_p, ref_p, atol=1e-4), (fast_p - ref_p).abs().max()
+
+
+def test_one_training_iteration_matches_the_reference(trainer):
+    x = trainer.batcher.next()
+    s = trainer.recipe.sampling
+    ref_model = copy.deepcopy(trainer.model)
+    opt_dec = torch.optim.Adam(ref_model.decoder.parameters(), **{k: v for k, v in trainer.opt_dec.defaults.items()
+                                                                  if k in ("lr", "betas", "weight_decay")})
+    opt_prior = torch.optim.Adam(ref_model.prior.parameters(), **{k: v for k, v in trainer.opt_prior.defaults.items()
+                                                                  if k in ("lr", "betas")})
+    trainer.gen.manual_seed(7)
+    trainer.train_step(x)
+    reference_train_step(ref_model, opt_dec, opt_prior, x, s.prior_steps, s.prior_step_size, s.posterior_steps,
+                         s.posterior_step_size, torch.Generator().manual_seed(7))
+    for (k, a), (_, b) in zip(trainer.model.state_dict().items(), ref_model.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-5), k
