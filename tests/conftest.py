@@ -4,11 +4,16 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The test models are tiny: one thread avoids oversubscribing the two cores (subprocesses inherit this).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import random  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 SUBJ = ["the dog", "a cat", "the man", "a woman", "the bird", "my friend"]
 VERB = ["sees", "likes", "eats", "finds", "wants"]

@@ -155,6 +155,14 @@ def build_model(recipe, tokenizer) -> LatentEBMModel:
     if m.decoder == "lstm":
         kwargs.update(embed_dim=m.embed_dim, hidden_dim=m.hidden_dim, dropout_in=m.dropout_in,
                       dropout_out=m.dropout_out, init_range=m.init_range)
+    elif m.decoder == "transformer" and not m.decoder_args.get("pretrained"):
+        # GPT-2 sizes from the model section: n_embd = embed_dim, MLP width n_inner = hidden_dim, embedding
+        # dropout = dropout_in, attention/residual dropout = dropout_out; decoder_args (n_layer, n_head,
+        # n_prefix, add_to_inputs, n_positions, ...) complete or override them. The context holds the prefix,
+        # <s> and the longest sentence or generation. A pretrained model brings its own sizes and dropout.
+        n_prefix = int(m.decoder_args.get("n_prefix", 1))
+        kwargs.update(n_embd=m.embed_dim, n_inner=m.hidden_dim, embd_dropout=m.dropout_in, dropout=m.dropout_out,
+                      n_positions=n_prefix + max(recipe.data.max_len, recipe.generate.max_len) + 2)
     kwargs.update(m.decoder_args)
     decoder = build_decoder(m.decoder, **kwargs)
     return LatentEBMModel(prior, decoder, tokenizer, recipe)

@@ -1,8 +1,11 @@
 """Decoders p_beta(x | z): the protocol and the built-in text decoders."""
+import inspect
+
 from .base import Decoder, check_latent, prepared_log_prob
 from .lstm import LSTMDecoder
+from .transformer import TransformerDecoder
 
-DECODERS = {"lstm": LSTMDecoder}
+DECODERS = {"lstm": LSTMDecoder, "transformer": TransformerDecoder}
 
 
 def build_decoder(name: str, **kwargs):
@@ -11,7 +14,14 @@ def build_decoder(name: str, **kwargs):
         cls = DECODERS[name]
     except KeyError:
         raise ValueError(f"unknown decoder {name!r}; choose one of {sorted(DECODERS)}") from None
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        valid = [k for k in params if k != "self"]
+        bad = sorted(set(kwargs) - set(valid))
+        if bad:
+            raise ValueError(f"unknown argument(s) {bad} for decoder {name!r}; valid ones are {valid}")
     return cls(**kwargs)
 
 
-__all__ = ["Decoder", "check_latent", "prepared_log_prob", "LSTMDecoder", "DECODERS", "build_decoder"]
+__all__ = ["Decoder", "check_latent", "prepared_log_prob", "LSTMDecoder", "TransformerDecoder", "DECODERS",
+           "build_decoder"]

@@ -6,6 +6,8 @@ A decoder used with :class:`textebm.model.LatentEBMModel` provides
                                  a per-token mean: the posterior p(z|x) depends on the sum.
     generate(z, ...)             examples decoded from latent codes.
     latent_dim                   the size of z it expects.
+    config                       a JSON-able dict of constructor arguments: ``LatentEBMModel.from_pretrained``
+                                 rebuilds the decoder as ``build_decoder(name, **config)``, then loads weights.
 
 and, optionally, two hooks that let posterior samplers reuse per-batch work across Langevin steps:
 
