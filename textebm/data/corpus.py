@@ -3,9 +3,15 @@
 A sentence is one line of whitespace-separated tokens. ``load_corpus(name_or_path, data_dir=None)`` resolves
 ``grammar`` (the corpus bundled in ``data/grammar``), a named benchmark (see :data:`CORPORA`), or any local
 directory holding ``train.txt``, ``valid.txt``, ``test.txt`` (or a single file, split deterministically).
+The benchmarks ``ptb``, ``snli`` and ``yahoo`` live in :mod:`textebm.data.benchmarks`.
+
+Bad input never reaches training: a missing file or split, an empty file, a file with only blank lines and
+non-UTF-8 text raise :class:`CorpusError` naming the file and what was expected; blank lines, lines over a
+word cap and (with ``bad_bytes="skip"``) undecodable lines are skipped and counted in ``Corpus.stats``.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,29 +39,70 @@ class Corpus:
         return getattr(self, name)
 
 
-def read_lines(path, stats: Optional[dict] = None, lower: bool = False) -> List[str]:
-    """Read one sentence per line (UTF-8); blank lines are skipped and counted in ``stats['blank_lines']``."""
+def read_lines(path, stats: Optional[dict] = None, lower: bool = False, max_words: Optional[int] = None,
+               over_cap: str = "drop", bad_bytes: str = "error") -> List[str]:
+    """Read one sentence per line (UTF-8, an optional byte-order mark is ignored), whitespace normalized.
+
+    Blank lines are skipped and counted in ``stats['blank_lines:<file>']``. With ``max_words``, lines of more
+    words are dropped (``over_cap="drop"``) or cut to ``max_words`` words (``"truncate"``) and counted in
+    ``stats['over_cap:<file>']``. Bytes that are not UTF-8 raise :class:`CorpusError` naming the line
+    (``bad_bytes="error"``), or the lines holding them are skipped and counted in
+    ``stats['undecodable_lines:<file>']`` (``bad_bytes="skip"``).
+    """
+    if over_cap not in ("drop", "truncate"):
+        raise CorpusError(f"over_cap must be 'drop' or 'truncate', got {over_cap!r}")
+    if bad_bytes not in ("error", "skip"):
+        raise CorpusError(f"bad_bytes must be 'error' or 'skip', got {bad_bytes!r}")
+    if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1):
+        raise CorpusError(f"max_words must be a positive integer or null, got {max_words!r}")
     path = Path(path)
     if not path.exists():
         raise CorpusError(f"file not found: {path}")
     if path.is_dir():
         raise CorpusError(f"expected a text file, got a directory: {path}")
     raw = path.read_bytes()
+    undecodable = 0
     try:
-        text = raw.decode("utf-8")
+        raw_lines = raw.decode("utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
-        raise CorpusError(f"{path} is not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 4]!r}); "
-                          f"convert it with iconv or save it as UTF-8") from None
-    lines, blank = [], 0
-    for line in text.splitlines():
-        s = " ".join(line.split())
-        if not s:
+        if bad_bytes == "error":
+            line_no = raw[:e.start].count(b"\n") + 1
+            raise CorpusError(f"{path} is not UTF-8 text (line {line_no}, byte {e.start}: "
+                              f"{raw[e.start:e.start + 4]!r}); convert it with iconv, save it as UTF-8, or pass "
+                              f"bad_bytes='skip' (data.options) to skip such lines") from None
+        raw_lines = []
+        for i, chunk in enumerate(raw.splitlines()):
+            if i == 0 and chunk.startswith(b"\xef\xbb\xbf"):
+                chunk = chunk[3:]
+            try:
+                raw_lines.append(chunk.decode("utf-8"))
+            except UnicodeDecodeError:
+                undecodable += 1
+    lines, blank, capped = [], 0, 0
+    for line in raw_lines:
+        words = line.split()
+        if not words:
             blank += 1
             continue
+        if max_words is not None and len(words) > max_words:
+            capped += 1
+            if over_cap == "drop":
+                continue
+            words = words[:max_words]
+        s = " ".join(words)
         lines.append(s.lower() if lower else s)
     if stats is not None:
         stats[f"blank_lines:{path.name}"] = blank
+        if max_words is not None:
+            stats[f"over_cap:{path.name}"] = capped
+        if bad_bytes == "skip":
+            stats[f"undecodable_lines:{path.name}"] = undecodable
     if not lines:
+        if capped:
+            raise CorpusError(f"{path}: all {capped} sentence(s) are longer than max_words={max_words} words "
+                              f"(over_cap={over_cap!r}); raise max_words or set it to null")
+        if undecodable:
+            raise CorpusError(f"{path} holds no UTF-8 sentences ({undecodable} undecodable line(s) skipped)")
         raise CorpusError(f"{path} holds no sentences (the file is empty or has only blank lines)")
     return lines
 
@@ -76,27 +123,43 @@ def _find_split(directory: Path, split: str, exts=(".txt",), prefixes=("",)) -> 
     return None
 
 
-def load_local_dir(directory, name: Optional[str] = None, prefixes=("",), lower: bool = False) -> Corpus:
-    """train/valid/test text files in one directory (``valid`` may also be ``validation``, ``val``, ``dev``)."""
-    directory = Path(directory)
+def load_local_dir(directory, name: Optional[str] = None, prefixes=("",), lower: bool = False,
+                   max_words: Optional[int] = None, over_cap: str = "drop", bad_bytes: str = "error") -> Corpus:
+    """train/valid/test text files in one directory (``valid`` may also be ``validation``, ``val``, ``dev``).
+
+    ``max_words``, ``over_cap`` and ``bad_bytes`` go to :func:`read_lines` for every split; the counts it
+    keeps (blank lines, lines over the cap, undecodable lines) end up in ``Corpus.stats``.
+    """
+    directory = Path(directory).expanduser()
     if not directory.is_dir():
-        raise CorpusError(f"corpus directory not found: {directory}")
+        what = "is a file, not a directory" if directory.exists() else "not found"
+        raise CorpusError(f"corpus directory {what}: {directory}")
     stats: dict = {}
     parts = {}
+    missing = []
     for split in SPLITS:
         p = _find_split(directory, split, prefixes=prefixes)
         if p is None:
             want = " or ".join(f"{pre}{a}.txt" for pre in prefixes for a in SPLIT_ALIASES[split])
-            raise CorpusError(f"{directory} has no {split} split: expected a file named {want}")
-        parts[split] = read_lines(p, stats, lower=lower)
+            missing.append(f"{split} (a file named {want})")
+            continue
+        parts[split] = p
+    if missing:
+        raise CorpusError(f"{directory} lacks the split(s): {'; '.join(missing)}")
+    for split, p in parts.items():
+        parts[split] = read_lines(p, stats, lower=lower, max_words=max_words, over_cap=over_cap,
+                                  bad_bytes=bad_bytes)
     return Corpus(name or directory.name, parts["train"], parts["valid"], parts["test"], stats)
 
 
-def load_local_file(path, valid_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0) -> Corpus:
-    """One text file, split into train/valid/test by a seeded permutation."""
+def load_local_file(path, valid_fraction: float = 0.05, test_fraction: float = 0.05, seed: int = 0,
+                    lower: bool = False, max_words: Optional[int] = None, over_cap: str = "drop",
+                    bad_bytes: str = "error") -> Corpus:
+    """One text file, split into train/valid/test by a seeded permutation (options as in :func:`read_lines`)."""
     import numpy as np
 
-    lines = read_lines(path)
+    stats: dict = {}
+    lines = read_lines(path, stats, lower=lower, max_words=max_words, over_cap=over_cap, bad_bytes=bad_bytes)
     n = len(lines)
     if n < 3:
         raise CorpusError(f"{path} has {n} sentence(s); at least 3 are needed to make train/valid/test splits")
@@ -105,7 +168,7 @@ def load_local_file(path, valid_fraction: float = 0.05, test_fraction: float = 0
     n_test = max(1, int(round(test_fraction * n)))
     pick = lambda idx: [lines[i] for i in sorted(idx)]
     return Corpus(Path(path).stem, pick(perm[n_valid + n_test:]), pick(perm[:n_valid]),
-                  pick(perm[n_valid:n_valid + n_test]))
+                  pick(perm[n_valid:n_valid + n_test]), stats)
 
 
 def load_grammar(data_dir: Optional[str] = None, **_) -> Corpus:
@@ -126,14 +189,40 @@ def load_grammar(data_dir: Optional[str] = None, **_) -> Corpus:
 CORPORA: Dict[str, Callable[..., Corpus]] = {"grammar": load_grammar}
 
 
+def _call_with_options(loader: Callable[..., Corpus], what: str, *args, **kwargs) -> Corpus:
+    """Call a loader, turning unknown options into a CorpusError that lists the valid ones."""
+    try:
+        sig = inspect.signature(loader)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None and not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as e:
+            valid = [n for n, p in sig.parameters.items()
+                     if n not in ("data_dir", "directory", "path") and p.kind is not p.VAR_POSITIONAL]
+            raise CorpusError(f"{what}: {e}; valid data.options are: {', '.join(valid) or '(none)'}") from None
+    return loader(*args, **kwargs)
+
+
 def load_corpus(name_or_path: str, data_dir: Optional[str] = None, **options) -> Corpus:
-    """Load a corpus by name (``grammar``, benchmark names in :data:`CORPORA`) or from a local path."""
+    """Load a corpus by name (``grammar``, benchmark names in :data:`CORPORA`) or from a local path.
+
+    ``options`` are the loader's keyword options (``data.options`` in a recipe); for a local directory or file
+    they are :func:`read_lines` options (``max_words``, ``over_cap``, ``bad_bytes``, ``lower``).
+    """
     if name_or_path in CORPORA:
-        return CORPORA[name_or_path](data_dir=data_dir, **options)
+        return _call_with_options(CORPORA[name_or_path], f"corpus {name_or_path!r}", data_dir=data_dir, **options)
     p = Path(name_or_path).expanduser()
     if p.is_dir():
-        return load_local_dir(p)
+        return _call_with_options(load_local_dir, f"corpus directory {p}", p, **options)
     if p.is_file():
-        return load_local_file(p)
+        return _call_with_options(load_local_file, f"corpus file {p}", p, **options)
     raise CorpusError(f"unknown corpus {name_or_path!r}: not one of {sorted(CORPORA)} and not an existing "
                       f"file or directory")
+
+
+# The named benchmarks register themselves here (imported last: benchmarks.py uses the helpers above).
+from .benchmarks import load_ptb, load_snli, load_yahoo  # noqa: E402
+
+CORPORA.update(ptb=load_ptb, snli=load_snli, yahoo=load_yahoo)
