@@ -233,11 +233,17 @@ class Trainer:
         if resume:
             path, ckpt = load_latest_checkpoint(self.run_dir)
             log(f"resuming from {path} (step {ckpt['step']})")
+        created = not self.run_dir.exists()
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.dist.barrier()
-        self._setup_data(ckpt)
-        self._setup_model()
+        try:
+            self._setup_data(ckpt)
+            self._setup_model()
+        except Exception:
+            if created and self.dist.is_main and not any(self.run_dir.iterdir()):
+                self.run_dir.rmdir()  # leave nothing behind for a run that never started
+            raise
         if ckpt is not None:
             self._restore(ckpt)
         elif self.dist.is_main:
@@ -272,7 +278,8 @@ class Trainer:
         bs = r.train.batch_size
         self.batcher = BucketBatcher(self.train_ids, bs, self.tokenizer.pad_id, seed=r.seed,
                                      rank=self.dist.rank, world_size=self.dist.world_size)
-        self.valid_batcher = BucketBatcher(self.valid_ids, bs, self.tokenizer.pad_id, shuffle=False)
+        # a fixed random order of length buckets: eval_batches then scores a random subset, not the shortest
+        self.valid_batcher = BucketBatcher(self.valid_ids, bs, self.tokenizer.pad_id, seed=12345, shuffle=True)
 
     def _setup_model(self) -> None:
         r = self.recipe
