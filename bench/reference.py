@@ -60,4 +60,4 @@ def reference_train_step(model, opt_dec, opt_prior, x, k0, s0, k1, s1, generator
     (loss_dec + loss_prior).backward()
     opt_dec.step()
     opt_prior.step()
-    return float(loss_dec), float(loss_prior)
+    return float(loss_dec.detach()), float(loss_prior.detach())

@@ -98,7 +98,7 @@ def test_one_training_step_raises_f_on_posterior_relative_to_prior(toy_corpus, t
     x = tr.batcher.next()
     torch.manual_seed(0)
     z_pos, z_neg = tr.sample_posterior(x), tr.sample_prior(x.shape[0])
-    gap = lambda: float(prior.f(z_pos).mean() - prior.f(z_neg).mean())
+    gap = lambda: float((prior.f(z_pos).mean() - prior.f(z_neg).mean()).detach())
     before = gap()
     loss, _ = tr.objective(prior, z_pos, z_neg)
     tr.opt_prior.zero_grad()
