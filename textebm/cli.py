@@ -6,7 +6,6 @@ User errors print one line ``textebm: error: ...`` on stderr and exit with statu
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 

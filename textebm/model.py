@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
-from .decoders import build_decoder, prepared_log_prob
+from .decoders import DECODERS, build_decoder, prepared_log_prob
 from .prior import LatentEBMPrior
 from .sampling import Samples, langevin
 
@@ -135,7 +135,7 @@ class LatentEBMModel(nn.Module):
         except FileNotFoundError:
             pass
         prior = LatentEBMPrior(**cfg["prior"])
-        name = {v.__name__: k for k, v in __import__("textebm.decoders", fromlist=["DECODERS"]).DECODERS.items()}
+        name = {cls.__name__: key for key, cls in DECODERS.items()}
         decoder = build_decoder(name[cfg["decoder_class"]], **cfg["decoder"])
         model = cls(prior, decoder, tokenizer, recipe)
         try:

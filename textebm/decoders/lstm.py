@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import check_latent
-from .ops import token_log_likelihood
+from .ops import TokenSelection, select_tokens, token_log_likelihood
 
 
 @dataclass
@@ -27,6 +27,7 @@ class TokenContext:
     targets: torch.Tensor   # (B, T-1) next tokens
     mask: torch.Tensor      # (B, T-1) float, 1 for real tokens
     proj: Optional[torch.Tensor] = None  # (B, T-1, 4H) W_ie emb + biases (unrolled path only)
+    selection: Optional[TokenSelection] = None  # real positions, found once per batch
 
 
 class LSTMDecoder(nn.Module):
@@ -88,8 +89,8 @@ class LSTMDecoder(nn.Module):
             E = emb.shape[-1]
             proj = torch.addmm(self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0, emb.reshape(-1, E),
                                self.lstm.weight_ih_l0[:, :E].t()).view(emb.shape[0], emb.shape[1], -1)
-        return TokenContext(emb=emb, targets=targets,
-                            mask=(targets != self.pad_id).to(self.out.weight.dtype), proj=proj)
+        mask = (targets != self.pad_id).to(self.out.weight.dtype)
+        return TokenContext(emb=emb, targets=targets, mask=mask, proj=proj, selection=select_tokens(targets, mask))
 
     def _use_unrolled(self, emb: torch.Tensor) -> bool:
         impl = self.impl
@@ -135,7 +136,7 @@ class LSTMDecoder(nn.Module):
     def log_prob_prepared(self, ctx: TokenContext, z: torch.Tensor) -> torch.Tensor:
         """Sum over real tokens of log p(x_t | x_<t, z): only unpadded positions reach the output layer."""
         check_latent(z, self.latent_dim, ctx.targets.shape[0], "LSTMDecoder")
-        return token_log_likelihood(self._hidden(ctx, z), self.out, ctx.targets, ctx.mask)
+        return token_log_likelihood(self._hidden(ctx, z), self.out, ctx.targets, ctx.mask, ctx.selection)
 
     def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p_beta(x | z) per sentence, shape (batch,): the sum over real tokens (padding masked)."""

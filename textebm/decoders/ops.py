@@ -1,6 +1,8 @@
 """Fused operations shared by the token decoders."""
 from __future__ import annotations
 
+from typing import NamedTuple, Optional
+
 import torch
 
 
@@ -35,16 +37,30 @@ class _TokenLogLikelihood(torch.autograd.Function):
         return gh, gw, gb, None
 
 
+class TokenSelection(NamedTuple):
+    """The real (unmasked) positions of a batch, found once per batch and reused at every Langevin step."""
+
+    rows: torch.Tensor       # flat indices b * T + t of real positions
+    sentence: torch.Tensor   # the sentence b of each real position
+    targets: torch.Tensor    # the target token at each real position
+
+
+def select_tokens(targets: torch.Tensor, mask: torch.Tensor) -> TokenSelection:
+    """Index the positions where ``mask`` is true in (B, T) ``targets``."""
+    rows = mask.reshape(-1).bool().nonzero().squeeze(1)
+    return TokenSelection(rows, torch.div(rows, targets.shape[1], rounding_mode="floor"),
+                          targets.reshape(-1).index_select(0, rows))
+
+
 def token_log_likelihood(hidden: torch.Tensor, linear: torch.nn.Linear, targets: torch.Tensor,
-                         mask: torch.Tensor) -> torch.Tensor:
+                         mask: torch.Tensor, selection: Optional[TokenSelection] = None) -> torch.Tensor:
     """Per-sequence sum of log p(y_t | h_t) over positions where ``mask`` is true; (B, T, H) -> (B,).
 
-    Only real (unmasked) positions reach the output layer, so padding costs nothing.
+    Only real (unmasked) positions reach the output layer, so padding costs nothing. Pass the batch's
+    ``selection`` (from :func:`select_tokens`) to skip finding the real positions again.
     """
     B, T, H = hidden.shape
-    keep = mask.reshape(-1).bool()
-    idx = keep.nonzero().squeeze(1)
-    rows = hidden.reshape(B * T, H).index_select(0, idx)
-    ll = _TokenLogLikelihood.apply(rows, linear.weight, linear.bias, targets.reshape(-1).index_select(0, idx))
-    out = torch.zeros(B * T, dtype=ll.dtype, device=ll.device).index_copy(0, idx, ll)
-    return out.view(B, T).sum(1)
+    sel = selection if selection is not None else select_tokens(targets, mask)
+    ll = _TokenLogLikelihood.apply(hidden.reshape(B * T, H).index_select(0, sel.rows), linear.weight,
+                                   linear.bias, sel.targets)
+    return torch.zeros(B, dtype=ll.dtype, device=ll.device).index_add(0, sel.sentence, ll)

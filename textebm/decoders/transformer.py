@@ -34,7 +34,7 @@ from torch import nn
 
 from .base import check_latent
 from .lstm import sample_next, strip_eos
-from .ops import token_log_likelihood
+from .ops import TokenSelection, select_tokens, token_log_likelihood
 
 
 @dataclass
@@ -46,6 +46,7 @@ class PrefixContext:
     mask: torch.Tensor            # (B, T-1) float, 1 for real target tokens
     attention_mask: torch.Tensor  # (B, P + T-1) 1 for the prefix and real inputs, 0 for padding
     position_ids: torch.Tensor    # (B, P + T-1) 0 .. P + T - 2
+    selection: Optional[TokenSelection] = None  # real target positions, found once per batch
 
 
 def _causal_lm_check(cfg, where: str) -> None:
@@ -301,8 +302,9 @@ class TransformerDecoder(nn.Module):
         attn = torch.cat([torch.ones(B, self.n_prefix, dtype=torch.long, device=x.device),
                           (inputs != self.pad_id).long()], 1)
         pos = torch.arange(L, device=x.device).unsqueeze(0).expand(B, L)
-        return PrefixContext(emb=emb, targets=targets, mask=(targets != self.pad_id).to(emb.dtype),
-                             attention_mask=attn, position_ids=pos)
+        mask = (targets != self.pad_id).to(emb.dtype)
+        return PrefixContext(emb=emb, targets=targets, mask=mask, attention_mask=attn, position_ids=pos,
+                             selection=select_tokens(targets, mask))
 
     def log_prob_prepared(self, ctx: PrefixContext, z: torch.Tensor) -> torch.Tensor:
         """Sum over real tokens of log p(x_t | x_<t, z), from a prepared batch; shape (batch,)."""
@@ -313,7 +315,7 @@ class TransformerDecoder(nn.Module):
         states, _ = self._run(embeds, ctx.attention_mask, ctx.position_ids)
         states = states[:, self.n_prefix:]
         if self._fused:
-            return token_log_likelihood(states, self._head(), ctx.targets, ctx.mask)
+            return token_log_likelihood(states, self._head(), ctx.targets, ctx.mask, ctx.selection)
         logp = torch.log_softmax((states + self.out_bias).float(), -1)
         ll = logp.gather(-1, ctx.targets.unsqueeze(-1)).squeeze(-1)
         return (ll * ctx.mask).sum(1)

@@ -71,3 +71,15 @@ def check_z(z: torch.Tensor, name: str = "z") -> None:
         raise ValueError(f"{name} must have shape (batch, dim); got shape {tuple(z.shape)}")
     if not z.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor; got {z.dtype}")
+
+
+def finish_chain(log_prob: LogDensity, z: torch.Tensor, n_steps: int, name: str, step_size: float,
+                 trace: Optional[list], snapshots: Optional[list]) -> None:
+    """The common end of every chain: NaN check on the final state, the final trace value and snapshot."""
+    if not bool(torch.isfinite(z).all()):
+        raise SamplerDivergedError(name, n_steps, "the state z", step_size)
+    if trace is not None:
+        with torch.no_grad():
+            trace.append(float(log_prob(z).mean()))
+    if snapshots is not None and snapshots[-1][0] != n_steps:
+        snapshots.append((n_steps, z.clone()))

@@ -15,7 +15,7 @@ from typing import Optional
 
 import torch
 
-from .base import LogDensity, Samples, SamplerDivergedError, check_z, log_prob_and_grad
+from .base import LogDensity, Samples, SamplerDivergedError, check_z, finish_chain, log_prob_and_grad
 
 
 def langevin(
@@ -73,13 +73,7 @@ def langevin(
             z.clamp_(-z_clamp, z_clamp)
         if snaps is not None and (k + 1) % snapshot_every == 0:
             snaps.append((k + 1, z.clone()))
-    if not bool(torch.isfinite(z).all()):
-        raise SamplerDivergedError(name, n_steps, "the state z", s)
-    if tr is not None:
-        with torch.no_grad():
-            tr.append(float(log_prob(z).mean()))
-    if snaps is not None and snaps[-1][0] != n_steps:
-        snaps.append((n_steps, z.clone()))
+    finish_chain(log_prob, z, n_steps, name, s, tr, snaps)
     return Samples(z=z, trace=tr, snapshots=snaps)
 
 

@@ -26,7 +26,7 @@ from typing import Optional
 
 import torch
 
-from .base import LogDensity, Samples, SamplerDivergedError, check_z, log_prob_and_grad
+from .base import LogDensity, Samples, SamplerDivergedError, check_z, finish_chain, log_prob_and_grad
 
 
 def mala(
@@ -104,10 +104,7 @@ def mala(
             tr.append(float(lp.mean()))
         if snaps is not None and (k + 1) % snapshot_every == 0:
             snaps.append((k + 1, z.clone()))
-    if not bool(torch.isfinite(z).all()):
-        raise SamplerDivergedError(name, n_steps, "the state z", s)
-    if snaps is not None and snaps[-1][0] != n_steps:
-        snaps.append((n_steps, z.clone()))
+    finish_chain(log_prob, z, n_steps, name, s, None, snaps)
     stats = {
         "accept_rate": float(sum(per_step) / len(per_step)) if per_step else float("nan"),
         "accept_rate_per_step": per_step,
