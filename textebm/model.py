@@ -15,7 +15,7 @@ from torch import nn
 
 from .decoders import DECODERS, build_decoder, prepared_log_prob
 from .prior import LatentEBMPrior
-from .sampling import Samples, langevin
+from .sampling import Samples, frozen, langevin
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -66,11 +66,13 @@ class LatentEBMModel(nn.Module):
         n = x.shape[0] if hasattr(x, "shape") else len(x)
         if z0 is None:
             z0 = self.prior.sample_reference(n, generator=generator)
-        target = self.posterior_log_prob(x)
-        if sampler is None:
-            out: Samples = langevin(target, z0, n_steps, step_size, generator=generator, name="posterior langevin", **kw)
-        else:
-            out = sampler.sample(target, z0, generator=generator, **kw)
+        with frozen(self):
+            target = self.posterior_log_prob(x)
+            if sampler is None:
+                out: Samples = langevin(target, z0, n_steps, step_size, generator=generator,
+                                        name="posterior langevin", **kw)
+            else:
+                out = sampler.sample(target, z0, generator=generator, **kw)
         return out if return_samples else out.z
 
     @torch.no_grad()

@@ -118,7 +118,7 @@ class LatentEBMPrior(nn.Module):
         ``sampler`` is any object with ``sample(log_prob, z0, ...)`` (default: Langevin with ``n_steps`` and
         ``step_size``, the paper's K0 = 60, s0 = 0.4).
         """
-        from .sampling import Langevin
+        from .sampling import Langevin, frozen
 
         if n < 1 and z0 is None:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -127,7 +127,8 @@ class LatentEBMPrior(nn.Module):
         else:
             self._check(z0)
         sampler = sampler if sampler is not None else Langevin(n_steps=n_steps, step_size=step_size)
-        out = sampler.sample(self.log_prob_unnormalized, z0, generator=generator, **kwargs)
+        with frozen(self):
+            out = sampler.sample(self.log_prob_unnormalized, z0, generator=generator, **kwargs)
         return out if return_samples else out.z
 
     # ---- normalizer ------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from .data.vocab import WordVocab
 from .model import LatentEBMModel, build_model
 from .objectives import build_objective
 from .objectives.data_ebm import loss_parameters, setup_objective
-from .sampling import SamplerDivergedError, get_sampler
+from .sampling import SamplerDivergedError, frozen, get_sampler
 
 CKPT_DIR = "checkpoints"
 
@@ -365,8 +365,9 @@ class Trainer:
         prior = self.model.prior
         if z0 is None:
             z0 = prior.sample_reference(n, generator=self.gen)
-        return self.prior_sampler.sample(prior.log_prob_unnormalized, z0, step_size=self.prior_step_size,
-                                         generator=self.gen).z
+        with frozen(prior):
+            return self.prior_sampler.sample(prior.log_prob_unnormalized, z0, step_size=self.prior_step_size,
+                                             generator=self.gen).z
 
     def autocast(self):
         """Mixed precision for the decoder's matrix work (train.amp); z and the Langevin updates stay fp32."""

@@ -11,8 +11,9 @@ class _TokenLogLikelihood(torch.autograd.Function):
 
     d ll_n / d logits_n = onehot(y_n) - p_n, so
         dL/dh = (g * (onehot - p)) W,   dL/dW = (g * (onehot - p))^T h,   dL/db = sum_n g_n (onehot - p_n).
-    The forward keeps p (computed in place over the logits buffer) for the backward; each gradient is computed
-    only when asked for, so sampling z never pays for weight gradients. Same value as log_softmax + gather,
+    The forward keeps p (computed in place over the logits buffer) for the backward; the weight gradients are
+    computed only when the weights require them (the samplers freeze the parameters, so sampling z never pays
+    for them). Same value as log_softmax + gather,
     with fewer passes over the (rows x vocabulary) buffer. Supports one backward pass (no double backward).
     """
 

@@ -5,7 +5,7 @@ them in :class:`PersistentChains` for a replay buffer.
 """
 import dataclasses
 
-from .base import LogDensity, Samples, SamplerDivergedError, log_prob_and_grad
+from .base import LogDensity, Samples, SamplerDivergedError, frozen, log_prob_and_grad
 from .langevin import Langevin, langevin
 from .mala import MALA, mala
 from .persistent import PersistentChains

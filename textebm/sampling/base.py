@@ -5,6 +5,8 @@ higher meaning more likely. It never sees an energy.
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -62,6 +64,24 @@ def log_prob_and_grad(log_prob: LogDensity, z: torch.Tensor, create_graph: bool 
             )
         (grad,) = torch.autograd.grad(lp.sum(), z, create_graph=create_graph)
     return lp.detach(), grad
+
+
+@contextlib.contextmanager
+def frozen(*modules):
+    """Within the block, the parameters of ``modules`` do not require gradients (restored afterwards).
+
+    Samplers only need d log p / dz. Autograd prunes most parameter-gradient work on its own, but not inside
+    custom autograd functions and fused kernels (a fused LSTM's backward, the token likelihood's weight
+    gradient), which decide from ``requires_grad``; freezing the parameters while sampling skips that work.
+    """
+    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def check_z(z: torch.Tensor, name: str = "z") -> None:
