@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int("--batch-size"), default=256)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--out", help="image models: the PNG grid to write (default samples.png)")
     from .eval import commands as eval_commands  # light module: imports nothing heavy at import time
 
     eval_commands.add_parsers(sub)
@@ -116,7 +117,10 @@ def cmd_train(args) -> int:
                             f"--out to choose another directory (or --overwrite to start afresh)")
     summary = train(recipe, run_dir, device=args.device, resume=bool(args.resume), progress=not args.no_progress)
     start, end = summary.get("valid_recon_nll_start"), summary.get("valid_recon_nll_end")
-    if start is not None and end is not None:
+    if summary.get("valid_mse_start") is not None and summary.get("valid_mse_end") is not None:
+        print(f"validation reconstruction MSE (per pixel value): start {summary['valid_mse_start']:.5f} -> end "
+              f"{summary['valid_mse_end']:.5f}", file=sys.stderr)
+    elif start is not None and end is not None:
         print(f"validation reconstruction NLL (nats/sentence): start {start:.3f} -> end {end:.3f}", file=sys.stderr)
     print(f"saved: {run_dir}", file=sys.stderr)
     return 0
@@ -148,7 +152,7 @@ def load_model_for_sampling(path: str, device: str = "cpu"):
     if not isinstance(ck, dict) or "model" not in ck or "recipe" not in ck:
         raise UserError(f"{p} is not a textebm checkpoint")
     recipe = from_dict(Recipe, ck["recipe"])
-    model = build_model(recipe, load_tokenizer(tok_dir))
+    model = build_model(recipe, load_tokenizer(tok_dir) if recipe.data.kind == "text" else None)
     model.load_state_dict(ck["model"])
     return model.to(device)
 
@@ -177,6 +181,15 @@ def cmd_sample(args) -> int:
     )
     gen = torch.Generator(device=device)
     gen.manual_seed(args.seed)
+    if model.tokenizer is None and hasattr(model.decoder, "mean"):  # an image model: one PNG grid
+        from .eval.image import save_image_grid
+
+        images = torch.cat([model.generate(min(args.batch_size, args.n - i), n_steps=steps, step_size=step_size,
+                                           generator=gen).cpu() for i in range(0, args.n, args.batch_size)])
+        path = Path(args.out or "samples.png")
+        save_image_grid(images, path)
+        print(f"wrote {len(images)} samples to {path}", file=sys.stderr)
+        return 0
     left = args.n
     out = sys.stdout
     while left > 0:

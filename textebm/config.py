@@ -23,7 +23,9 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    corpus: str = "grammar"            # a name in textebm.data.CORPORA or a local file/directory
+    kind: str = "text"                 # text | image
+    corpus: str = "grammar"            # text: a name in textebm.data.CORPORA or a local file/directory;
+                                       # image: svhn | cifar10 | celeba | mnist | digits or a local folder/array file
     data_dir: Optional[str] = None     # where the corpus files are (named corpora)
     tokenizer: str = "word"            # word | sentencepiece
     min_count: int = 1                 # word vocabulary: minimum training count
@@ -32,10 +34,16 @@ class DataConfig:
     max_len: int = 40                  # maximum tokens per sentence (words or pieces, no <s> </s>)
     length_policy: str = "truncate"    # truncate | drop sentences longer than max_len
     lowercase: bool = False
+    image_size: int = 32               # images: height = width after loading (resized where needed)
+    channels: int = 3                  # images: 3 (RGB) or 1 (grey)
+    limit: Optional[int] = None        # images: at most this many per split (quick runs)
+    held_out_class: Optional[int] = None  # images: anomaly protocol, train without this class, test on all
     options: Dict[str, Any] = field(default_factory=dict)  # corpus-specific loader options
 
-    _choices = {"tokenizer": ("word", "sentencepiece"), "length_policy": ("truncate", "drop")}
-    _ranges = {"min_count": (1, None), "max_len": (1, None), "spm_vocab_size": (8, None)}
+    _choices = {"kind": ("text", "image"), "tokenizer": ("word", "sentencepiece"),
+                "length_policy": ("truncate", "drop"), "channels": (1, 3)}
+    _ranges = {"min_count": (1, None), "max_len": (1, None), "spm_vocab_size": (8, None), "image_size": (4, None),
+               "limit": (1, None)}
 
 
 @dataclass
@@ -47,10 +55,14 @@ class ModelConfig:
     dropout_in: float = 0.5
     dropout_out: float = 0.5
     init_range: float = 0.1
+    ngf: int = 64                      # conv decoder: base channel width
+    likelihood_sigma: float = 0.3      # conv decoder: std of the Gaussian pixel likelihood
     decoder_args: Dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the decoder
 
+    _choices = {"decoder": ("lstm", "transformer", "conv")}
     _ranges = {"latent_dim": (1, None), "embed_dim": (1, None), "hidden_dim": (1, None),
-               "dropout_in": (0.0, 1.0), "dropout_out": (0.0, 1.0), "init_range": (0.0, None)}
+               "dropout_in": (0.0, 1.0), "dropout_out": (0.0, 1.0), "init_range": (0.0, None), "ngf": (1, None),
+               "likelihood_sigma": (1e-12, None)}
 
 
 @dataclass
@@ -95,7 +107,9 @@ class TrainConfig:
     betas_prior: List[float] = field(default_factory=lambda: [0.5, 0.999])
     weight_decay: float = 0.0
     grad_clip: Optional[float] = 5.0   # max global gradient norm per optimizer; null = no clipping
-    lr_schedule: str = "constant"      # constant | cosine | linear (decay to 0 at the last step)
+    lr_schedule: str = "constant"      # constant | cosine | linear (decay to 0 at the last step) | exponential
+    lr_gamma: float = 1.0              # exponential: multiply the learning rates by this ...
+    lr_decay_every: int = 1000         # ... every this many steps
     warmup_steps: int = 0
     log_every: int = 10
     eval_every: int = 500
@@ -106,8 +120,9 @@ class TrainConfig:
     num_threads: Optional[int] = None  # torch CPU threads (null = torch's default)
     amp: str = "none"                  # none | bf16 | fp16: autocast the decoder; Langevin states stay fp32
 
-    _choices = {"lr_schedule": ("constant", "cosine", "linear"), "amp": ("none", "bf16", "fp16")}
-    _ranges = {"steps": (0, None), "batch_size": (1, None), "lr_decoder": (0.0, None), "lr_prior": (0.0, None),
+    _choices = {"lr_schedule": ("constant", "cosine", "linear", "exponential"), "amp": ("none", "bf16", "fp16")}
+    _ranges = {"lr_gamma": (1e-12, 1.0), "lr_decay_every": (1, None), "steps": (0, None), "batch_size": (1, None),
+               "lr_decoder": (0.0, None), "lr_prior": (0.0, None),
                "log_every": (1, None), "eval_every": (1, None), "save_every": (1, None),
                "keep_checkpoints": (1, None), "warmup_steps": (0, None)}
 
@@ -203,6 +218,8 @@ def from_dict(cls, data, where: str = "recipe"):
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where != "recipe" else k) for k, v in data.items()}
     obj = cls(**kwargs)
     validate(obj, where)
+    if cls is Recipe:
+        check_recipe(obj)
     return obj
 
 
@@ -221,12 +238,24 @@ def validate(obj, where: str = "recipe") -> None:
             raise ConfigError(f"{prefix}{k}: {v!r} must be {rng}")
 
 
+def check_recipe(recipe: "Recipe") -> None:
+    """Checks that span sections (a conv decoder needs image data, a text decoder needs text)."""
+    image_decoder = recipe.model.decoder == "conv"
+    if image_decoder != (recipe.data.kind == "image"):
+        raise ConfigError(f"model.decoder {recipe.model.decoder!r} does not fit data.kind {recipe.data.kind!r}: "
+                          f"images need model.decoder: conv, text needs lstm or transformer")
+
+
 def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
-def load_recipe(path) -> Recipe:
-    """Read a YAML recipe file into a :class:`Recipe` (clear errors for missing files and bad YAML)."""
+def load_recipe(path, _seen: frozenset = frozenset()) -> Recipe:
+    """Read a YAML recipe file into a :class:`Recipe` (clear errors for missing files and bad YAML).
+
+    A recipe may start from another: ``base: other.yaml`` (relative to this file) loads that recipe first, and
+    the keys given here override it section by section.
+    """
     import yaml
 
     path = Path(path)
@@ -245,7 +274,25 @@ def load_recipe(path) -> Recipe:
         raise ConfigError(f"recipe {path} is not valid YAML{at}: {problem}") from None
     if data is None:
         raise ConfigError(f"recipe {path} is empty")
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path}: expected a mapping of sections, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"recipe {path}: base must be the path of another recipe, got {base!r}")
+        base_path = (path.parent / base).resolve()
+        if base_path in _seen:
+            raise ConfigError(f"recipe {path}: base {base!r} leads back to itself")
+        data = _merge(to_dict(load_recipe(base_path, _seen | {path.resolve()})), data)
     return from_dict(Recipe, data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``, section by section (nested mappings merge, other values replace)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def apply_overrides(recipe: Recipe, overrides: List[str]) -> Recipe:

@@ -78,7 +78,8 @@ class LatentEBMModel(nn.Module):
     @torch.no_grad()
     def generate(self, n: int = 0, z: Optional[torch.Tensor] = None, n_steps: int = 60, step_size: float = 0.4,
                  generator: Optional[torch.Generator] = None, decode: bool = True, **gen_kwargs):
-        """Sample z from the prior (or use ``z``) and decode; returns strings when a tokenizer is attached."""
+        """Sample z from the prior (or use ``z``) and decode: strings when a tokenizer is attached, images
+        (batch, C, H, W) from an image decoder."""
         if z is None:
             if n < 1:
                 raise ValueError(f"number of samples must be >= 1, got {n}")
@@ -87,6 +88,14 @@ class LatentEBMModel(nn.Module):
         if decode and self.tokenizer is not None:
             return [self.tokenizer.decode(ids) for ids in out]
         return out
+
+    @torch.no_grad()
+    def reconstruct(self, x, n_steps: int = 20, step_size: float = 0.1,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Images decoded at a posterior sample: g(z+) with z+ ~ p(z | x) by short-run Langevin."""
+        with torch.enable_grad():
+            z = self.sample_posterior(x, n_steps=n_steps, step_size=step_size, generator=generator)
+        return self.decoder.mean(z)
 
     @torch.no_grad()
     def reconstruction_nll(self, x, n_steps: int = 20, step_size: float = 0.1,
@@ -147,11 +156,17 @@ class LatentEBMModel(nn.Module):
         return model.to(device)
 
 
-def build_model(recipe, tokenizer) -> LatentEBMModel:
-    """Construct prior + decoder from a recipe and a tokenizer (vocabulary size and special ids)."""
+def build_model(recipe, tokenizer=None) -> LatentEBMModel:
+    """Construct prior + decoder from a recipe and, for text, a tokenizer (vocabulary size and special ids)."""
     m, p = recipe.model, recipe.prior
     prior = LatentEBMPrior(m.latent_dim, hidden=p.hidden, n_layers=p.n_layers, activation=p.activation,
                            negative_slope=p.negative_slope, sigma0=p.sigma0, f_clamp=p.f_clamp)
+    if m.decoder == "conv":
+        kwargs = dict(latent_dim=m.latent_dim, channels=recipe.data.channels, image_size=recipe.data.image_size,
+                      ngf=m.ngf, sigma=m.likelihood_sigma, **m.decoder_args)
+        return LatentEBMModel(prior, build_decoder("conv", **kwargs), None, recipe)
+    if tokenizer is None:
+        raise ValueError(f"a {m.decoder} decoder needs a tokenizer (the vocabulary); none was given")
     kwargs = dict(vocab_size=len(tokenizer), latent_dim=m.latent_dim, pad_id=tokenizer.pad_id,
                   bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
     if m.decoder == "lstm":

@@ -8,8 +8,11 @@ Per batch x:
 with separate Adam optimizers. Posterior samples are drawn with the decoder in eval mode (no dropout), so the
 sampler targets the model's own posterior; the decoder update then runs in train mode.
 
-A run directory holds recipe.yaml, the tokenizer, metrics.jsonl, checkpoints/ and, at the end,
-config.json + model.safetensors (``LatentEBMModel.from_pretrained(run_dir)``).
+The same loop trains text decoders (batches of token ids) and the conv image generator (batches of images):
+only the data setup and the per-unit bookkeeping (tokens or pixel values) differ.
+
+A run directory holds recipe.yaml, the tokenizer (text), metrics.jsonl, checkpoints/ and, at the end,
+config.json + model.safetensors (``LatentEBMModel.from_pretrained(run_dir)``), plus PNG grids for images.
 """
 from __future__ import annotations
 
@@ -163,10 +166,14 @@ def encode_sentences(sentences: List[str], tokenizer, max_len: int, policy: str)
 
 
 # ---- learning-rate schedule -----------------------------------------------------------------------------
-def lr_lambda(kind: str, total: int, warmup: int):
+def lr_lambda(kind: str, total: int, warmup: int, gamma: float = 1.0, every: int = 1):
+    """Learning-rate factor at a step: linear warm-up, then constant, cosine or linear decay to 0 at ``total``,
+    or exponential decay by ``gamma`` every ``every`` steps (the image recipes' per-epoch 0.998)."""
     def f(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
+        if kind == "exponential":
+            return gamma ** ((step - warmup) // every)
         if kind == "constant" or total <= warmup:
             return 1.0
         t = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -248,11 +255,38 @@ class Trainer:
             self._restore(ckpt)
         elif self.dist.is_main:
             (self.run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
-            self.tokenizer.save(self.run_dir)
+            if self.tokenizer is not None:
+                self.tokenizer.save(self.run_dir)
         self.dist.broadcast_parameters([self.model, self.objective])
 
     # -- setup --
     def _setup_data(self, ckpt) -> None:
+        if self.recipe.data.kind == "image":
+            self._setup_image_data()
+        else:
+            self._setup_text_data(ckpt)
+
+    def _setup_image_data(self) -> None:
+        from .data.images import ImageBatcher, held_out_class_split, load_images
+
+        r, d = self.recipe, self.recipe.data
+        images = load_images(d.corpus, d.image_size, d.channels, data_dir=d.data_dir, limit=d.limit, seed=r.seed,
+                             **d.options)
+        if d.held_out_class is not None:
+            images = held_out_class_split(images, d.held_out_class)
+        self.images, self.tokenizer = images, None
+        bs = r.train.batch_size
+        if len(images.train) < bs * self.dist.world_size:
+            raise ValueError(f"image set {d.corpus!r}: {len(images.train)} training images, fewer than one batch "
+                             f"of train.batch_size={bs} per process; lower train.batch_size")
+        self.data_stats = {"images": images.name, "train_images": len(images.train),
+                           "valid_images": len(images.valid), "test_images": len(images.test),
+                           "image_shape": list(images.train.shape[1:]), **images.stats}
+        self.batcher = ImageBatcher(images.train, bs, seed=r.seed, rank=self.dist.rank,
+                                    world_size=self.dist.world_size)
+        self.valid_batcher = ImageBatcher(images.valid, bs, shuffle=False, drop_last=False)
+
+    def _setup_text_data(self, ckpt) -> None:
         r = self.recipe
         corpus = load_corpus(r.data.corpus, data_dir=r.data.data_dir, **r.data.options)
         lower = r.data.lowercase
@@ -311,7 +345,7 @@ class Trainer:
                                         betas=tuple(t.betas_decoder), weight_decay=t.weight_decay)
         prior_params = list(self.model.prior.parameters()) + loss_parameters(self.objective)
         self.opt_prior = torch.optim.Adam(prior_params, lr=t.lr_prior, betas=tuple(t.betas_prior))
-        lam = lr_lambda(t.lr_schedule, t.steps, t.warmup_steps)
+        lam = lr_lambda(t.lr_schedule, t.steps, t.warmup_steps, t.lr_gamma, t.lr_decay_every)
         self.sched_dec = torch.optim.lr_scheduler.LambdaLR(self.opt_dec, lam)
         self.sched_prior = torch.optim.lr_scheduler.LambdaLR(self.opt_prior, lam)
         self.gen = torch.Generator(device=self.device)
@@ -421,15 +455,22 @@ class Trainer:
         self.sched_dec.step()
         self.sched_prior.step()
         pstats.update(self.objective.after_step(model.prior, z_pos, z_neg))
-        n_tok = int((x[:, 1:] != self.tokenizer.pad_id).sum())
-        return {"dec_nll": float(dec_loss.detach()), "dec_nll_token": float(-logp.detach().sum()) / max(1, n_tok),
+        unit = "token" if self.tokenizer is not None else "dim"
+        return {"dec_nll": float(dec_loss.detach()), f"dec_nll_{unit}": float(-logp.detach().sum()) / self._units(x),
                 "prior_loss": float(prior_loss.detach()), **pstats,
                 "grad_norm_decoder": float(gn_dec), "grad_norm_prior": float(gn_prior),
                 "time_posterior": t1 - t0, "time_prior": t2 - t1, "time_step": time.perf_counter() - t0,
                 "lr_decoder": self.sched_dec.get_last_lr()[0], "lr_prior": self.sched_prior.get_last_lr()[0]}
 
+    def _units(self, x: torch.Tensor) -> int:
+        """What a per-unit NLL divides by: real tokens (text) or pixel values (images)."""
+        if self.tokenizer is not None:
+            return max(1, int((x[:, 1:] != self.tokenizer.pad_id).sum()))
+        return x.numel()
+
     def evaluate(self, max_batches: Optional[int] = None) -> dict:
-        """Validation reconstruction NLL: -log p_beta(x | z+) at posterior samples, per sentence and per token.
+        """Validation reconstruction NLL: -log p_beta(x | z+) at posterior samples, per example and per unit
+        (token or pixel value); for images also the reconstruction MSE |x - g(z+)|^2 per pixel value.
 
         A fixed generator seed makes numbers at different steps comparable (same noise, same data).
         """
@@ -439,7 +480,8 @@ class Trainer:
         model.eval()
         gen = torch.Generator(device=self.device)
         gen.manual_seed(12345)
-        total, n_sent, n_tok = 0.0, 0, 0
+        image = self.tokenizer is None
+        total, sq, n_ex, n_units = 0.0, 0.0, 0, 0
         for i, x in enumerate(self.valid_batcher):
             if max_batches is not None and i >= max_batches:
                 break
@@ -449,11 +491,30 @@ class Trainer:
                                        generator=gen)
             with torch.no_grad():
                 total += float(-model.decoder.log_prob(x, z).sum())
-            n_sent += x.shape[0]
-            n_tok += int((x[:, 1:] != self.tokenizer.pad_id).sum())
+                if image:
+                    sq += float((x - model.decoder.mean(z)).pow(2).sum())
+            n_ex += x.shape[0]
+            n_units += self._units(x)
         model.train(was)
-        return {"valid_recon_nll": total / n_sent, "valid_recon_nll_token": total / n_tok,
-                "valid_recon_ppl": math.exp(min(50.0, total / n_tok))}
+        if image:
+            return {"valid_recon_nll": total / n_ex, "valid_recon_nll_dim": total / n_units,
+                    "valid_mse": sq / n_units}
+        return {"valid_recon_nll": total / n_ex, "valid_recon_nll_token": total / n_units,
+                "valid_recon_ppl": math.exp(min(50.0, total / n_units))}
+
+    def write_image_grids(self) -> dict:
+        """samples.png, reconstructions.png (validation images) and chain.png in the run directory."""
+        from .eval.vision import write_image_grids
+
+        s = self.recipe.sampling
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(self.recipe.seed)
+        self.model.eval()
+        paths = write_image_grids(self.model, self.images.valid, self.run_dir, prior_steps=s.prior_steps,
+                                  prior_step_size=s.prior_step_size, posterior_steps=s.posterior_steps,
+                                  posterior_step_size=s.posterior_step_size, generator=gen)
+        log("image grids: " + ", ".join(paths.values()))
+        return paths
 
     # -- the loop --
     def _handle_signal(self, signum, frame):
@@ -488,14 +549,21 @@ class Trainer:
                 def evaluate(step):
                     ev = self.evaluate(t.eval_batches)
                     write({"step": step, **ev})
-                    msg = (f"step {step}: validation reconstruction NLL {ev['valid_recon_nll']:.3f} "
-                           f"nats/sentence ({ev['valid_recon_nll_token']:.3f} nats/token)")
+                    if "valid_mse" in ev:
+                        msg = (f"step {step}: validation reconstruction MSE {ev['valid_mse']:.5f} per pixel value, "
+                               f"NLL {ev['valid_recon_nll']:.1f} nats/image")
+                    else:
+                        msg = (f"step {step}: validation reconstruction NLL {ev['valid_recon_nll']:.3f} "
+                               f"nats/sentence ({ev['valid_recon_nll_token']:.3f} nats/token)")
                     (bar.write if bar is not None else log)(msg)
-                    return ev["valid_recon_nll"]
+                    return ev
 
                 bar = None
                 if self.step == 0 and main:
-                    summary["valid_recon_nll_start"] = evaluate(0)
+                    ev = evaluate(0)
+                    summary["valid_recon_nll_start"] = ev["valid_recon_nll"]
+                    if "valid_mse" in ev:
+                        summary["valid_mse_start"] = ev["valid_mse"]
                 bar = _progress(t.steps, self.step, self.progress)
                 while self.step < t.steps and not self.stop_requested:
                     x = self.batcher.next().to(self.device)
@@ -518,7 +586,10 @@ class Trainer:
                     if self.step % t.log_every == 0 or self.step == t.steps:
                         write({"step": self.step, **stats})
                     if main and (self.step % t.eval_every == 0 or self.step == t.steps):
-                        summary["valid_recon_nll_end"] = evaluate(self.step)
+                        ev = evaluate(self.step)
+                        summary["valid_recon_nll_end"] = ev["valid_recon_nll"]
+                        if "valid_mse" in ev:
+                            summary["valid_mse_end"] = ev["valid_mse"]
                     if main and self.step % t.save_every == 0:
                         self.save_checkpoint()
                 if bar is not None:
@@ -535,6 +606,8 @@ class Trainer:
             self.save_checkpoint()
             if self.step >= t.steps:
                 self.model.save_pretrained(self.run_dir)
+                if self.tokenizer is None:
+                    self.write_image_grids()
         self.dist.barrier()
         summary.update(step=self.step, stopped_early=self.step < t.steps, nan_skips=self.nan_skips)
         return summary

@@ -1,11 +1,12 @@
-"""Decoders p_beta(x | z): the protocol and the built-in text decoders."""
+"""Decoders p_beta(x | z): the protocol, the text decoders and the conv image generator."""
 import inspect
 
 from .base import Decoder, check_latent, prepared_log_prob
+from .conv import ConvDecoder
 from .lstm import LSTMDecoder
 from .transformer import TransformerDecoder
 
-DECODERS = {"lstm": LSTMDecoder, "transformer": TransformerDecoder}
+DECODERS = {"lstm": LSTMDecoder, "transformer": TransformerDecoder, "conv": ConvDecoder}
 
 
 def build_decoder(name: str, **kwargs):
@@ -23,5 +24,5 @@ def build_decoder(name: str, **kwargs):
     return cls(**kwargs)
 
 
-__all__ = ["Decoder", "check_latent", "prepared_log_prob", "LSTMDecoder", "TransformerDecoder", "DECODERS",
-           "build_decoder"]
+__all__ = ["Decoder", "check_latent", "prepared_log_prob", "LSTMDecoder", "TransformerDecoder", "ConvDecoder",
+           "DECODERS", "build_decoder"]

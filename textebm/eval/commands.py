@@ -60,8 +60,10 @@ def add_parsers(sub) -> None:
     e.add_argument("--estimator", choices=("auto", "lmplz", "builtin"), default="auto",
                    help="n-gram estimator (default auto: lmplz when installed, else built-in)")
     e.add_argument("--split", choices=("test", "valid"), default="test", help="real sentences (default test)")
-    e.add_argument("--max-sentences", type=_int_at_least("--max-sentences", 0), default=MAX_SENTENCES,
-                   help=f"NLL / recon on the first M sentences of the split (default {MAX_SENTENCES}; 0 = all)")
+    e.add_argument("--max-sentences", "--max-images", type=_int_at_least("--max-sentences", 0),
+                   default=MAX_SENTENCES,
+                   help=f"NLL / recon on the first M sentences (images: M images) of the split "
+                        f"(default {MAX_SENTENCES}; 0 = all)")
     e.add_argument("--importance-samples", "-K", type=_int_at_least("--importance-samples", 1), default=None,
                    help="importance samples per sentence (default 100)")
     e.add_argument("--chains", type=_int_at_least("--chains", 2), default=None,
@@ -78,6 +80,13 @@ def add_parsers(sub) -> None:
     e.add_argument("--self-bleu-max", type=_int_at_least("--self-bleu-max", 2), default=1000,
                    help="subsample size for self-BLEU (default 1000)")
     e.add_argument("--corpus", default=None, help="corpus name or directory (default: the run's recipe)")
+    e.add_argument("--inception", default=None, metavar="PATH",
+                   help="image runs: FID with the standard Inception features from this TorchScript file "
+                        "(inception-2015-12-05.pt; nothing is downloaded)")
+    e.add_argument("--fid-samples", type=_int_at_least("--fid-samples", 2), default=None,
+                   help="image runs: generated images for FID (default: as many as the split's images)")
+    e.add_argument("--grids", default=None, metavar="DIR",
+                   help="image runs: also write samples/reconstructions/chain PNG grids into DIR")
     e.add_argument("--out", default=None, metavar="report.json",
                    help="JSON report path (default: eval-<split>.json in the run directory)")
     e.add_argument("--seed", type=int, default=0)
@@ -182,6 +191,18 @@ def evaluate_run(args) -> dict:
     model = _load(args.run, args.device, args.threads)
     model.eval()
     torch.manual_seed(args.seed)
+    if model.tokenizer is None and hasattr(model.decoder, "mean"):
+        from .vision import evaluate_image_run
+
+        t0 = time.perf_counter()
+        report = evaluate_image_run(model, split=args.split, max_images=args.max_sentences,
+                                    inception=args.inception, fid_samples=args.fid_samples or 0, seed=args.seed,
+                                    posterior_steps=args.posterior_steps,
+                                    posterior_step_size=args.posterior_step_size, grids_dir=args.grids)
+        report["run"] = run_info(model, args.run)
+        report["timing_s"] = {"total": time.perf_counter() - t0}
+        report["messages"] = []
+        return report
     corpus_name, train_s, real = _corpus(model, args.corpus, args.split)
     report = {"run": run_info(model, args.run), "metrics": chosen,
               "data": {"corpus": corpus_name, "split": args.split, "train_sentences": len(train_s),
@@ -277,7 +298,12 @@ def cmd_eval(args) -> int:
         raise FileNotFoundError(f"cannot write the report: directory {out.parent} does not exist")
     report = evaluate_run(args)
     write_json(out, report)
-    print(markdown_table(report))
+    if report.get("kind") == "image":
+        from .vision import markdown_image_report
+
+        print(markdown_image_report(report))
+    else:
+        print(markdown_table(report))
     for m in report["messages"]:
         _log(f"warning: {m}")
     _log(f"report: {out} ({report['timing_s']['total']:.1f} s)")

@@ -1,0 +1,172 @@
+"""Image runs: reconstructions, anomaly scores, FID of samples, PNG grids, and the ``textebm eval`` report.
+
+All images are (N, C, H, W) tensors in [-1, 1]; the model is a :class:`textebm.model.LatentEBMModel` whose
+decoder has ``mean(z)`` (the conv generator).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+
+def _batches(x: torch.Tensor, batch_size: int):
+    for i in range(0, x.shape[0], batch_size):
+        yield x[i:i + batch_size]
+
+
+def posterior_scores(model, images: torch.Tensor, n_steps: int = 20, step_size: float = 0.1,
+                     batch_size: int = 100, generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
+    """Per-image anomaly scores at a posterior sample z+ ~ p(z | x) (short-run Langevin from p0).
+
+        joint          = -[f(z+) - |z+|^2 / (2 sigma0^2) + log p_beta(x | z+)]   (Pang et al. 2020, Sec. 5.4)
+        prior          = -[f(z+) - |z+|^2 / (2 sigma0^2)]
+        reconstruction = -log p_beta(x | z+)
+    Higher = more anomalous. log Z(alpha) is a constant and does not change any ranking, so it is left out.
+    """
+    device = model.device
+    out = {"joint": [], "prior": [], "reconstruction": []}
+    for x in _batches(images, batch_size):
+        x = x.to(device)
+        z = model.sample_posterior(x, n_steps=n_steps, step_size=step_size, generator=generator)
+        with torch.no_grad():
+            lp_prior = model.prior.log_prob_unnormalized(z)
+            lp_x = model.decoder.log_prob(x, z)
+        out["prior"].append(-lp_prior.cpu())
+        out["reconstruction"].append(-lp_x.cpu())
+        out["joint"].append(-(lp_prior + lp_x).cpu())
+    return {k: torch.cat(v).double() for k, v in out.items()}
+
+
+def reconstruction_mse(model, images: torch.Tensor, n_steps: int = 20, step_size: float = 0.1,
+                       batch_size: int = 100, generator: Optional[torch.Generator] = None) -> float:
+    """Mean over images and pixel values of (x - g(z+))^2, z+ from posterior Langevin (the paper's MSE)."""
+    device, sq, n = model.device, 0.0, 0
+    for x in _batches(images, batch_size):
+        x = x.to(device)
+        x_hat = model.reconstruct(x, n_steps=n_steps, step_size=step_size, generator=generator)
+        sq += float((x - x_hat).pow(2).sum())
+        n += x.numel()
+    return sq / n
+
+
+def sample_images(model, n: int, n_steps: int = 60, step_size: float = 0.4, batch_size: int = 100,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """n images g(z-), z- from prior Langevin (K0 steps of size s0 from p0)."""
+    out = []
+    for i in range(0, n, batch_size):
+        z = model.sample_prior(min(batch_size, n - i), n_steps=n_steps, step_size=step_size, generator=generator)
+        with torch.no_grad():
+            out.append(model.decoder.mean(z).cpu())
+    return torch.cat(out)
+
+
+def write_image_grids(model, images: torch.Tensor, out_dir, n: int = 64, prior_steps: int = 60,
+                      prior_step_size: float = 0.4, posterior_steps: int = 20, posterior_step_size: float = 0.1,
+                      chain_steps: int = 600, chains: int = 8, columns: int = 10,
+                      generator: Optional[torch.Generator] = None) -> Dict[str, str]:
+    """PNG grids a person can look at: prior samples, data beside reconstructions, and long prior chains.
+
+    samples.png          n images g(z-);
+    reconstructions.png  rows alternate n/2 data images and their reconstructions g(z+);
+    chain.png            ``chains`` rows, each one Langevin chain of ``chain_steps`` steps, decoded at
+                         ``columns`` evenly spaced steps (left to right), showing where a long chain drifts.
+    """
+    from .image import save_image_grid
+
+    from ..sampling import langevin
+
+    out_dir = Path(out_dir)
+    paths = {}
+    samples = sample_images(model, n, prior_steps, prior_step_size, generator=generator)
+    save_image_grid(samples, out_dir / "samples.png")
+    paths["samples"] = str(out_dir / "samples.png")
+
+    half = max(1, min(n // 2, images.shape[0]))
+    x = images[:half].to(model.device)
+    x_hat = model.reconstruct(x, n_steps=posterior_steps, step_size=posterior_step_size, generator=generator).cpu()
+    per_row = min(half, 8)
+    rows = []
+    for i in range(0, half, per_row):
+        rows += [x[i:i + per_row].cpu(), x_hat[i:i + per_row]]
+    pad = [torch.cat([r, torch.ones(per_row - r.shape[0], *r.shape[1:])]) if r.shape[0] < per_row else r
+           for r in rows]
+    save_image_grid(torch.cat(pad), out_dir / "reconstructions.png", nrow=per_row)
+    paths["reconstructions"] = str(out_dir / "reconstructions.png")
+
+    every = max(1, chain_steps // max(1, columns - 1))
+    z0 = model.prior.sample_reference(chains, generator=generator)
+    res = langevin(model.prior.log_prob_unnormalized, z0, chain_steps, prior_step_size, snapshot_every=every,
+                   generator=generator, name="long prior chain")
+    snaps = res.snapshots[:columns]
+    with torch.no_grad():
+        frames = torch.stack([model.decoder.mean(z).cpu() for _, z in snaps], 1)  # (chains, columns, C, H, W)
+    save_image_grid(frames.reshape(-1, *frames.shape[2:]), out_dir / "chain.png", nrow=len(snaps))
+    paths["chain"] = str(out_dir / "chain.png")
+    return paths
+
+
+def evaluate_image_run(model, split: str = "test", max_images: int = 0, inception: Optional[str] = None,
+                       fid_samples: int = 0, seed: int = 0, posterior_steps: Optional[int] = None,
+                       posterior_step_size: Optional[float] = None, batch_size: int = 100, grids_dir=None) -> dict:
+    """``textebm eval`` for an image run: reconstruction MSE, FID (when Inception weights are given, or any
+    extractor), anomaly AUPRC / AUROC (for a held-out-class recipe), and PNG grids."""
+    from ..data.images import held_out_class_split, load_images
+    from .anomaly import anomaly_report
+
+    r = model.recipe
+    if r is None:
+        raise ValueError("the model carries no recipe, so its image set is unknown")
+    d, s = r.data, r.sampling
+    k1 = s.posterior_steps if posterior_steps is None else posterior_steps
+    s1 = s.posterior_step_size if posterior_step_size is None else posterior_step_size
+    images = load_images(d.corpus, d.image_size, d.channels, data_dir=d.data_dir, limit=d.limit, seed=r.seed,
+                         **d.options)
+    if d.held_out_class is not None:
+        images = held_out_class_split(images, d.held_out_class)
+    x = images.split(split)
+    labels = getattr(images, f"{split}_labels")
+    if max_images:
+        x = x[:max_images]
+        labels = labels[:max_images] if labels is not None else None
+    gen = torch.Generator(device=model.device)
+    gen.manual_seed(seed)
+    report = {"kind": "image", "data": {"images": images.name, "split": split, "n": int(x.shape[0]),
+                                        "shape": list(x.shape[1:])},
+              "settings": {"posterior_steps": k1, "posterior_step_size": s1, "seed": seed}}
+    report["mse"] = reconstruction_mse(model, x, k1, s1, batch_size, gen)
+    if d.held_out_class is not None:
+        scores = posterior_scores(model, x, k1, s1, batch_size, gen)
+        report["anomaly"] = {"held_out_class": d.held_out_class,
+                             **anomaly_report({k: v.numpy() for k, v in scores.items()}, labels.numpy())}
+    if inception:
+        from .image import InceptionFeatures, fid
+
+        n = fid_samples or x.shape[0]
+        fake = sample_images(model, n, s.prior_steps, s.prior_step_size, batch_size, gen)
+        report["fid"] = {"value": fid(x[:n], fake, InceptionFeatures(inception), batch_size=batch_size),
+                         "n_real": int(min(n, x.shape[0])), "n_fake": int(n), "features": "inception-2015-12-05"}
+    else:
+        report["fid"] = {"skipped": "no Inception weights given (--inception PATH to inception-2015-12-05.pt)"}
+    if grids_dir is not None:
+        report["grids"] = write_image_grids(model, x, grids_dir, prior_steps=s.prior_steps,
+                                            prior_step_size=s.prior_step_size, posterior_steps=k1,
+                                            posterior_step_size=s1, generator=gen)
+    return report
+
+
+def markdown_image_report(report: dict) -> str:
+    """A small Markdown table of an image report."""
+    lines = ["| metric | value |", "|---|---|", f"| reconstruction MSE ({report['data']['split']}, "
+             f"{report['data']['n']} images) | {report['mse']:.5f} |"]
+    fid = report.get("fid", {})
+    lines.append(f"| FID | {fid['value']:.2f} |" if "value" in fid else f"| FID | skipped: {fid.get('skipped')} |")
+    if "anomaly" in report:
+        a = report["anomaly"]
+        for name in ("joint", "prior", "reconstruction"):
+            if name in a:
+                lines.append(f"| anomaly AUPRC / AUROC ({name} score, held-out class {a['held_out_class']}) | "
+                             f"{a[name]['auprc']:.3f} / {a[name]['auroc']:.3f} |")
+        lines.append(f"| anomaly positive rate | {a['positive_rate']:.3f} |")
+    return "\n".join(lines)
