@@ -19,10 +19,9 @@ class _TokenLogLikelihood(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, bias, targets):
-        logits = torch.addmm(bias, h, weight.t())
-        lse = torch.logsumexp(logits, 1, keepdim=True)
-        ll = logits.gather(1, targets.unsqueeze(1)).sub_(lse).squeeze(1)
-        probs = logits.sub_(lse).exp_()
+        logp = torch.log_softmax(torch.addmm(bias, h, weight.t()), 1)
+        ll = logp.gather(1, targets.unsqueeze(1)).squeeze(1)
+        probs = logp.exp_()  # in place: the (rows x vocabulary) buffer is reused for p
         ctx.save_for_backward(h, weight, probs, targets)
         return ll
 

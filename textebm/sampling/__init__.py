@@ -32,6 +32,6 @@ def get_sampler(name: str, **kwargs):
     return cls(**kwargs)
 
 
-__all__ = ["LogDensity", "Samples", "SamplerDivergedError", "log_prob_and_grad", "Langevin", "langevin",
+__all__ = ["LogDensity", "Samples", "SamplerDivergedError", "frozen", "log_prob_and_grad", "Langevin", "langevin",
            "SGHMC", "sghmc", "MALA", "mala", "SVGD", "svgd", "svgd_direction", "rbf_kernel", "median_bandwidth",
            "PersistentChains", "SAMPLERS", "get_sampler"]
