@@ -1,7 +1,9 @@
 """The image side through the shared modules: conv generator likelihood, the one Trainer, anomaly scores, CLI."""
 import json
+import math
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -204,3 +206,24 @@ def test_first_layer_shortcut_matches_the_transposed_convolution():
     dec = ConvDecoder(latent_dim=6, channels=3, image_size=16, ngf=3)
     z = torch.randn(5, 6)
     torch.testing.assert_close(dec.mean(z), dec.net(z[:, :, None, None]), rtol=1e-5, atol=1e-6)
+
+
+class _TinyFeatures(torch.nn.Module):
+    def forward(self, x: torch.Tensor, return_features: bool = True) -> torch.Tensor:
+        assert x.dtype == torch.uint8 and x.shape[1] == 3
+        return x.float().mean(1).flatten(1)[:, :6]
+
+
+def test_eval_reports_fid_with_a_user_feature_file(pattern_npz, tmp_path):
+    from textebm.eval.vision import evaluate_image_run
+
+    path = tmp_path / "inception-2015-12-05.pt"
+    with warnings.catch_warnings():  # TorchScript is deprecated in recent torch; the FID file format is TorchScript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(_TinyFeatures()).save(str(path))
+    r = _image_recipe(pattern_npz, "train.steps=1", "train.eval_every=1", "train.save_every=1")
+    Trainer(r, tmp_path / "run", progress=False).run()
+    model = LatentEBMModel.from_pretrained(tmp_path / "run").eval()
+    rep = evaluate_image_run(model, inception=str(path), fid_samples=60, grids_dir=tmp_path / "grids")
+    assert math.isfinite(rep["fid"]["value"]) and rep["fid"]["value"] > 0 and rep["fid"]["n_fake"] == 60
+    assert {"samples", "reconstructions", "chain"} <= set(rep["grids"])
