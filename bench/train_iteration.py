@@ -34,7 +34,7 @@ PRESETS = {
 }
 
 
-def make_trainer(p, device, seed=0):
+def make_trainer(p, device, seed=0, impl="auto"):
     from textebm.config import Recipe, apply_overrides
     from textebm.train import Trainer
 
@@ -49,7 +49,7 @@ def make_trainer(p, device, seed=0):
     r = apply_overrides(Recipe(name="bench"), [
         f"data.corpus={d}", f"data.max_len={p['length']}", f"model.latent_dim={p.get('latent', 32)}",
         f"model.embed_dim={p['embed']}", f"model.hidden_dim={p['hidden']}", f"train.batch_size={p['batch']}",
-        "train.steps=1000000", "train.grad_clip=null"])
+        "train.steps=1000000", "train.grad_clip=null", f"model.decoder_args={{impl: {impl}}}"])
     tr = Trainer(r, d / "run", device=device, progress=False)
     x = torch.randint(4, len(tr.tokenizer), (p["batch"], p["length"] + 2))
     x[:, 0], x[:, -1] = tr.tokenizer.bos_id, tr.tokenizer.eos_id
@@ -70,11 +70,13 @@ def main(argv=None):
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--impl", choices=("auto", "fused", "unrolled"), default="auto",
+                    help="LSTM implementation of the library's path (auto: unrolled on CPU, fused on GPU)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     p = PRESETS[args.preset]
-    tr, x = make_trainer(p, args.device)
+    tr, x = make_trainer(p, args.device, impl=args.impl)
     cuda = tr.device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     s = tr.recipe.sampling
@@ -100,7 +102,7 @@ def main(argv=None):
             res[k].append(v)
     med = {k: statistics.median(v) for k, v in res.items()}
     out = {
-        "preset": args.preset, **p, "device": str(tr.device), "threads": torch.get_num_threads(),
+        "preset": args.preset, **p, "impl": args.impl, "device": str(tr.device), "threads": torch.get_num_threads(),
         "iters": args.iters, "torch": torch.__version__,
         "seconds_per_iteration": {"textebm": med["fast_iter"], "reference": med["ref_iter"]},
         "seconds_per_posterior_sampling": {"textebm": med["fast_post"], "reference": med["ref_post"]},

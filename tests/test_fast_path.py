@@ -53,3 +53,29 @@ def test_one_training_iteration_matches_the_reference(trainer):
                          s.posterior_step_size, torch.Generator().manual_seed(7))
     for (k, a), (_, b) in zip(trainer.model.state_dict().items(), ref_model.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-5), k
+
+
+def test_sampling_freezes_parameters_and_restores_them(trainer):
+    """While z is sampled no parameter requires grad (so fused kernels skip weight gradients); afterwards every
+    flag is back as it was, also after an error inside the sampler, and no .grad was written."""
+    from textebm.sampling import frozen
+
+    m = trainer.model
+    m.decoder.embed.weight.requires_grad_(False)  # a parameter frozen on purpose stays frozen
+    before = {n: p.requires_grad for n, p in m.named_parameters()}
+    seen = []
+
+    class Spy:
+        def sample(self, log_prob, z0, generator=None, **kw):
+            seen.append(any(p.requires_grad for p in m.parameters()))
+            from textebm.sampling import langevin
+            return langevin(log_prob, z0, 2, 0.1, generator=generator)
+
+    m.sample_posterior(trainer.batcher.next(), sampler=Spy())
+    assert seen == [False]
+    assert {n: p.requires_grad for n, p in m.named_parameters()} == before
+    assert all(p.grad is None for p in m.parameters())
+    with pytest.raises(RuntimeError):
+        with frozen(m):
+            raise RuntimeError("inside")
+    assert {n: p.requires_grad for n, p in m.named_parameters()} == before
