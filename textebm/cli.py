@@ -60,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh even if the run directory already holds a run (its checkpoints are removed)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    s = sub.add_parser("sample", help="sample sentences from a trained model (one per line on stdout)")
+    s = sub.add_parser("sample", help="sample sentences from a trained model (one per line on stdout), or a PNG "
+                                      "grid of images from an image model")
     s.add_argument("run", help="run directory, saved model directory, or checkpoint file")
-    s.add_argument("-n", type=_positive_int("-n"), default=10, help="number of sentences (default 10)")
+    s.add_argument("-n", type=_positive_int("-n"), default=10, help="number of sentences or images (default 10)")
     s.add_argument("--steps", type=int, default=None, help="prior Langevin steps K0 (default: the recipe's)")
     s.add_argument("--step-size", type=_positive_float("--step-size"), default=None,
                    help="prior Langevin step size s0 (default: the recipe's)")
