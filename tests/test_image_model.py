@@ -179,6 +179,12 @@ def test_sample_cli_writes_an_image_grid(pattern_npz, tmp_path):
     assert p.returncode == 0, p.stderr
     # 3 x 3 tiles of 8 x 8 with 2-pixel padding around and between: 3 * 8 + 4 * 2 = 32
     assert Image.open(out).size == (32, 32)
+    # a long prior chain: 8 rows (chains) x 4 columns (steps 0, 10, 20, 30)
+    p = subprocess.run([sys.executable, "-m", "textebm", "chain", str(tmp_path / "run"), "--steps", "30",
+                        "--every", "10", "--out", str(tmp_path / "chain.png")], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert Image.open(tmp_path / "chain.png").size == (4 * 8 + 5 * 2, 8 * 8 + 9 * 2)
+    assert p.stdout.count("\n| ") == 4
 
 
 def test_wrong_image_shape_in_data_is_a_clear_error(tmp_path):

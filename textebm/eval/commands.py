@@ -105,7 +105,9 @@ def add_parsers(sub) -> None:
                    help="Langevin step size (default: the recipe's s0)")
     c.add_argument("--max-len", type=_int_at_least("--max-len", 1), default=None)
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--out", default=None, metavar="plot.png", help="write a PNG plot of log-density over steps")
+    c.add_argument("--out", default=None, metavar="plot.png",
+                   help="write a PNG plot of log-density over steps (image models: the chain as a PNG grid, "
+                        "default chain.png)")
     c.add_argument("--json", default=None, metavar="FILE", help="also write the chain as JSON")
     c.add_argument("--device", default="cpu")
     c.add_argument("--threads", type=_int_at_least("--threads", 1), default=1, help="torch CPU threads (default 1)")
@@ -320,6 +322,23 @@ def cmd_chain(args) -> int:
         if p and not Path(p).resolve().parent.is_dir():
             raise FileNotFoundError(f"cannot write {p}: its directory does not exist")
     model = _load(args.run, args.device, args.threads)
+    if model.tokenizer is None and hasattr(model.decoder, "mean"):  # an image model: the chain as a PNG grid
+        import torch
+
+        from .vision import chain_grid
+
+        gen = torch.Generator(device=model.device)
+        gen.manual_seed(args.seed)
+        s = model.recipe.sampling if model.recipe is not None else None
+        step_size = args.step_size or (s.prior_step_size if s else 0.4)
+        res = chain_grid(model, args.out or "chain.png", args.steps, args.every, step_size, generator=gen)
+        print("| step | mean log density |\n|---|---|")
+        for k, lp in zip(res["steps"], res["mean_log_density"]):
+            print(f"| {k} | {lp:.3f} |")
+        _log(f"chain grid: {res['path']}")
+        if args.json:
+            write_json(args.json, res)
+        return 0
     res = long_run_chain(model, steps=args.steps, every=args.every, step_size=args.step_size, seed=args.seed,
                          max_len=args.max_len)
     print(markdown_chain(res["rows"]))

@@ -75,8 +75,6 @@ def write_image_grids(model, images: torch.Tensor, out_dir, n: int = 64, prior_s
     """
     from .image import save_image_grid
 
-    from ..sampling import langevin
-
     out_dir = Path(out_dir)
     paths = {}
     samples = sample_images(model, n, prior_steps, prior_step_size, generator=generator)
@@ -95,16 +93,28 @@ def write_image_grids(model, images: torch.Tensor, out_dir, n: int = 64, prior_s
     save_image_grid(torch.cat(pad), out_dir / "reconstructions.png", nrow=per_row)
     paths["reconstructions"] = str(out_dir / "reconstructions.png")
 
-    every = max(1, chain_steps // max(1, columns - 1))
-    z0 = model.prior.sample_reference(chains, generator=generator)
-    res = langevin(model.prior.log_prob_unnormalized, z0, chain_steps, prior_step_size, snapshot_every=every,
-                   generator=generator, name="long prior chain")
-    snaps = res.snapshots[:columns]
-    with torch.no_grad():
-        frames = torch.stack([model.decoder.mean(z).cpu() for _, z in snaps], 1)  # (chains, columns, C, H, W)
-    save_image_grid(frames.reshape(-1, *frames.shape[2:]), out_dir / "chain.png", nrow=len(snaps))
+    chain_grid(model, out_dir / "chain.png", chain_steps, max(1, chain_steps // max(1, columns - 1)),
+               prior_step_size, chains, generator)
     paths["chain"] = str(out_dir / "chain.png")
     return paths
+
+
+def chain_grid(model, path, steps: int = 600, every: int = 60, step_size: float = 0.4, chains: int = 8,
+               generator: Optional[torch.Generator] = None) -> dict:
+    """Run ``chains`` prior Langevin chains for ``steps`` steps from p0 and write one row per chain, decoded every
+    ``every`` steps (the start included), as a PNG grid. Returns the steps shown and the mean log-density there."""
+    from .image import save_image_grid
+
+    from ..sampling import langevin
+
+    z0 = model.prior.sample_reference(chains, generator=generator)
+    res = langevin(model.prior.log_prob_unnormalized, z0, steps, step_size, snapshot_every=every,
+                   generator=generator, name="long prior chain")
+    with torch.no_grad():
+        frames = torch.stack([model.decoder.mean(z).cpu() for _, z in res.snapshots], 1)  # (chains, cols, C, H, W)
+        logp = [float(model.prior.log_prob_unnormalized(z).mean()) for _, z in res.snapshots]
+    save_image_grid(frames.reshape(-1, *frames.shape[2:]), path, nrow=len(res.snapshots))
+    return {"steps": [k for k, _ in res.snapshots], "mean_log_density": logp, "path": str(path)}
 
 
 def evaluate_image_run(model, split: str = "test", max_images: int = 0, inception: Optional[str] = None,
