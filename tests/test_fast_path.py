@@ -79,3 +79,22 @@ def test_sampling_freezes_parameters_and_restores_them(trainer):
         with frozen(m):
             raise RuntimeError("inside")
     assert {n: p.requires_grad for n, p in m.named_parameters()} == before
+
+
+@pytest.mark.slow
+def test_compiled_sampling_gives_the_same_chain(trainer):
+    """sampling.compile: torch.compile of the posterior log-density draws the same z under the same noise.
+    (Slow: compiling takes tens of seconds on CPU; needs a C++ compiler for inductor.)"""
+    x = trainer.batcher.next()
+    m = trainer.model.eval()
+    z0 = m.prior.sample_reference(x.shape[0], generator=torch.Generator().manual_seed(0))
+    eager = m.sample_posterior(x, z0=z0, n_steps=8, step_size=0.1, generator=torch.Generator().manual_seed(1))
+    m.compile_sampling("default")
+    try:
+        compiled = m.sample_posterior(x, z0=z0, n_steps=8, step_size=0.1, generator=torch.Generator().manual_seed(1))
+        again = m.sample_posterior(trainer.batcher.next(), z0=z0, n_steps=2, step_size=0.1)  # a new batch works
+    finally:
+        m.compile_sampling(None)
+    assert (eager - z0).abs().max() > 0.05
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(again).all()

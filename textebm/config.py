@@ -91,8 +91,10 @@ class SamplingConfig:
     noise: bool = True
     z_clamp: Optional[float] = None
     on_nan: str = "raise"             # raise | skip (skip the batch and halve both step sizes)
+    compile: str = "none"             # none | default | reduce-overhead | max-autotune: torch.compile the
+                                      # posterior log-density (reduce-overhead uses CUDA graphs on GPU)
 
-    _choices = {"on_nan": ("raise", "skip")}
+    _choices = {"on_nan": ("raise", "skip"), "compile": ("none", "default", "reduce-overhead", "max-autotune")}
     _ranges = {"prior_steps": (0, None), "posterior_steps": (0, None),
                "prior_step_size": (1e-12, None), "posterior_step_size": (1e-12, None)}
 

@@ -45,9 +45,32 @@ class LatentEBMModel(nn.Module):
     # ---- densities -------------------------------------------------------------------------------------
     def posterior_log_prob(self, x) -> Callable[[torch.Tensor], torch.Tensor]:
         """z -> log p_alpha(z) + log p_beta(x | z) (unnormalized), reusing per-batch decoder work."""
-        dec = prepared_log_prob(self.decoder, x)
         prior = self.prior
+        compiled = getattr(self, "_compiled_log_prob", None)
+        if compiled is not None:
+            ctx = self.decoder.prepare(x) if hasattr(self.decoder, "prepare") else x
+            return lambda z: compiled(ctx, z)
+        dec = prepared_log_prob(self.decoder, x)
         return lambda z: prior.log_prob_unnormalized(z) + dec(z)
+
+    def compile_sampling(self, mode: Optional[str] = "default") -> None:
+        """Compile the posterior log-density (prior + decoder, forward and backward) with ``torch.compile``.
+
+        ``mode`` is torch.compile's: ``default``, ``reduce-overhead`` (CUDA graphs on GPU, for small batches whose
+        Langevin steps are launch-bound), ``max-autotune``; ``None`` or ``"none"`` switches back to eager. The
+        function is the same; the first batch of each new shape pays the compilation (tens of seconds on CPU).
+        """
+        if mode in (None, "none"):
+            self._compiled_log_prob = None
+            return
+        decoder, prior = self.decoder, self.prior
+        if hasattr(decoder, "prepare") and hasattr(decoder, "log_prob_prepared"):
+            def log_prob(ctx, z):
+                return prior.log_prob_unnormalized(z) + decoder.log_prob_prepared(ctx, z)
+        else:
+            def log_prob(x, z):
+                return prior.log_prob_unnormalized(z) + decoder.log_prob(x, z)
+        self._compiled_log_prob = torch.compile(log_prob, mode=None if mode == "default" else mode, dynamic=None)
 
     def joint_log_prob(self, x, z: torch.Tensor) -> torch.Tensor:
         """log p_alpha(z) + log p_beta(x | z) without log Z(alpha): (batch,)."""

@@ -340,6 +340,8 @@ class Trainer:
                 self.prior_sampler.name = f"prior {r.prior.sampler}"
             except AttributeError:
                 pass
+        if s.compile != "none":
+            self.model.compile_sampling(s.compile)
         t = r.train
         self.opt_dec = torch.optim.Adam(self.model.decoder.parameters(), lr=t.lr_decoder,
                                         betas=tuple(t.betas_decoder), weight_decay=t.weight_decay)
