@@ -182,7 +182,7 @@ def cmd_sample(args) -> int:
     )
     gen = torch.Generator(device=device)
     gen.manual_seed(args.seed)
-    if model.tokenizer is None and hasattr(model.decoder, "mean"):  # an image model: one PNG grid
+    if model.is_image:  # one PNG grid
         from .eval.image import save_image_grid
 
         images = torch.cat([model.generate(min(args.batch_size, args.n - i), n_steps=steps, step_size=step_size,

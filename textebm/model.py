@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .decoders import DECODERS, build_decoder, prepared_log_prob
+from .decoders import DECODERS, build_decoder, split_log_prob
 from .prior import LatentEBMPrior
 from .sampling import Samples, frozen, langevin
 
@@ -33,10 +33,16 @@ class LatentEBMModel(nn.Module):
         self.decoder = decoder
         self.tokenizer = tokenizer
         self.recipe = recipe
+        self._compiled_log_prob = None  # set by compile_sampling
 
     @property
     def latent_dim(self) -> int:
         return self.prior.latent_dim
+
+    @property
+    def is_image(self) -> bool:
+        """True for an image model (a decoder with a mean image g(z) and no tokenizer)."""
+        return self.tokenizer is None and hasattr(self.decoder, "mean")
 
     @property
     def device(self) -> torch.device:
@@ -45,13 +51,9 @@ class LatentEBMModel(nn.Module):
     # ---- densities -------------------------------------------------------------------------------------
     def posterior_log_prob(self, x) -> Callable[[torch.Tensor], torch.Tensor]:
         """z -> log p_alpha(z) + log p_beta(x | z) (unnormalized), reusing per-batch decoder work."""
-        prior = self.prior
-        compiled = getattr(self, "_compiled_log_prob", None)
-        if compiled is not None:
-            ctx = self.decoder.prepare(x) if hasattr(self.decoder, "prepare") else x
-            return lambda z: compiled(ctx, z)
-        dec = prepared_log_prob(self.decoder, x)
-        return lambda z: prior.log_prob_unnormalized(z) + dec(z)
+        dec_fn, ctx = split_log_prob(self.decoder, x)
+        density, prior = self._compiled_log_prob or _posterior_density, self.prior
+        return lambda z: density(prior, dec_fn, ctx, z)
 
     def compile_sampling(self, mode: Optional[str] = "default") -> None:
         """Compile the posterior log-density (prior + decoder, forward and backward) with ``torch.compile``.
@@ -60,17 +62,8 @@ class LatentEBMModel(nn.Module):
         Langevin steps are launch-bound), ``max-autotune``; ``None`` or ``"none"`` switches back to eager. The
         function is the same; the first batch of each new shape pays the compilation (tens of seconds on CPU).
         """
-        if mode in (None, "none"):
-            self._compiled_log_prob = None
-            return
-        decoder, prior = self.decoder, self.prior
-        if hasattr(decoder, "prepare") and hasattr(decoder, "log_prob_prepared"):
-            def log_prob(ctx, z):
-                return prior.log_prob_unnormalized(z) + decoder.log_prob_prepared(ctx, z)
-        else:
-            def log_prob(x, z):
-                return prior.log_prob_unnormalized(z) + decoder.log_prob(x, z)
-        self._compiled_log_prob = torch.compile(log_prob, mode=None if mode == "default" else mode, dynamic=None)
+        self._compiled_log_prob = None if mode in (None, "none") else torch.compile(
+            _posterior_density, mode=None if mode == "default" else mode, dynamic=None)
 
     def joint_log_prob(self, x, z: torch.Tensor) -> torch.Tensor:
         """log p_alpha(z) + log p_beta(x | z) without log Z(alpha): (batch,)."""
@@ -177,6 +170,11 @@ class LatentEBMModel(nn.Module):
         except Exception as e:  # safetensors raises its own error types for truncated files
             raise ValueError(f"could not read weights {directory / WEIGHTS}: {e}") from None
         return model.to(device)
+
+
+def _posterior_density(prior, decoder_log_prob, ctx, z: torch.Tensor) -> torch.Tensor:
+    """log p_alpha(z) (unnormalized) + log p_beta(x | z), the decoder's part given as (fn, ctx) by split_log_prob."""
+    return prior.log_prob_unnormalized(z) + decoder_log_prob(ctx, z)
 
 
 def build_model(recipe, tokenizer=None) -> LatentEBMModel:

@@ -492,9 +492,12 @@ class Trainer:
             z = model.sample_posterior(x, z0=z0, n_steps=s.posterior_steps, step_size=s.posterior_step_size,
                                        generator=gen)
             with torch.no_grad():
-                total += float(-model.decoder.log_prob(x, z).sum())
                 if image:
-                    sq += float((x - model.decoder.mean(z)).pow(2).sum())
+                    mean = model.decoder.mean(z)
+                    total += float(-model.decoder.log_prob_given_mean(x, mean).sum())
+                    sq += float((x - mean).pow(2).sum())
+                else:
+                    total += float(-model.decoder.log_prob(x, z).sum())
             n_ex += x.shape[0]
             n_units += self._units(x)
         model.train(was)

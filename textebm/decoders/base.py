@@ -18,7 +18,7 @@ and, optionally, two hooks that let posterior samplers reuse per-batch work acro
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, Tuple, runtime_checkable
 
 import torch
 
@@ -32,12 +32,18 @@ class Decoder(Protocol):
     def generate(self, z: torch.Tensor, **kwargs) -> Any: ...
 
 
+def split_log_prob(decoder, x) -> Tuple[Callable[[Any, torch.Tensor], torch.Tensor], Any]:
+    """(fn, ctx) with fn(ctx, z) = log p_beta(x | z): ``(log_prob_prepared, prepare(x))`` when the decoder has the
+    hooks, else ``(log_prob, x)``. ``fn`` does not change from batch to batch, so it can be compiled once."""
+    if hasattr(decoder, "prepare") and hasattr(decoder, "log_prob_prepared"):
+        return decoder.log_prob_prepared, decoder.prepare(x)
+    return decoder.log_prob, x
+
+
 def prepared_log_prob(decoder, x) -> Callable[[torch.Tensor], torch.Tensor]:
     """z -> log p_beta(x | z), precomputing what does not depend on z when the decoder allows it."""
-    if hasattr(decoder, "prepare") and hasattr(decoder, "log_prob_prepared"):
-        ctx = decoder.prepare(x)
-        return lambda z: decoder.log_prob_prepared(ctx, z)
-    return lambda z: decoder.log_prob(x, z)
+    fn, ctx = split_log_prob(decoder, x)
+    return lambda z: fn(ctx, z)
 
 
 def check_latent(z: torch.Tensor, latent_dim: int, batch: int | None = None, who: str = "decoder") -> None:

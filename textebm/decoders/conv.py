@@ -91,7 +91,11 @@ class ConvDecoder(nn.Module):
         """log N(x; g(z), sigma^2 I) summed over pixels: (batch,)."""
         self.check_images(x)
         check_latent(z, self.latent_dim, x.shape[0], "ConvDecoder")
-        sq = (x - self.mean(z)).pow(2).flatten(1).sum(1)
+        return self.log_prob_given_mean(x, self.mean(z))
+
+    def log_prob_given_mean(self, x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        """log N(x; mean, sigma^2 I) summed over pixels, for callers that also need g(z) itself."""
+        sq = (x - mean).pow(2).flatten(1).sum(1)
         return -0.5 * sq / self.sigma ** 2 - 0.5 * self.n_dims * math.log(2 * math.pi * self.sigma ** 2)
 
     @torch.no_grad()

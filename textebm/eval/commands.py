@@ -193,7 +193,7 @@ def evaluate_run(args) -> dict:
     model = _load(args.run, args.device, args.threads)
     model.eval()
     torch.manual_seed(args.seed)
-    if model.tokenizer is None and hasattr(model.decoder, "mean"):
+    if model.is_image:
         from .vision import evaluate_image_run
 
         t0 = time.perf_counter()
@@ -322,7 +322,7 @@ def cmd_chain(args) -> int:
         if p and not Path(p).resolve().parent.is_dir():
             raise FileNotFoundError(f"cannot write {p}: its directory does not exist")
     model = _load(args.run, args.device, args.threads)
-    if model.tokenizer is None and hasattr(model.decoder, "mean"):  # an image model: the chain as a PNG grid
+    if model.is_image:  # the chain as a PNG grid
         import torch
 
         from .vision import chain_grid
