@@ -8,12 +8,42 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import random  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Every test module starts with one torch thread (a test that raises it cannot slow the next module)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on 2 cores
+    yield
+    torch.set_num_threads(n)
+
+
+def run_cli(*args, timeout=300):
+    """``python -m textebm ARGS`` from the repository root, captured."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "textebm", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT)
+
+
+def assert_one_line_error(proc, *words):
+    """A user error: exit status 2, no traceback, one line on stderr containing every word."""
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
 
 SUBJ = ["the dog", "a cat", "the man", "a woman", "the bird", "my friend"]
 VERB = ["sees", "likes", "eats", "finds", "wants"]

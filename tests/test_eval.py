@@ -1,10 +1,7 @@
 """Evaluation: importance-sampled NLL against analytic and exact answers, n-gram perplexities, diversity, CLI."""
 import json
 import math
-import os
 import struct
-import subprocess
-import sys
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -17,7 +14,7 @@ from textebm.eval import likelihood, ngram, report, text
 from textebm.model import LatentEBMModel
 from textebm.prior import LatentEBMPrior
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import assert_one_line_error, run_cli
 
 
 # ---- the analytic case: linear-Gaussian decoder under a Gaussian / linearly tilted prior -------------------
@@ -274,19 +271,6 @@ def test_png_line_plot(tmp_path):
 
 
 # ---- the command line -------------------------------------------------------------------------------------
-def run_cli(*args, timeout=300):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "textebm", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=ROOT)
-
-
-def assert_one_line_error(proc, *words):
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1, proc.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 def test_eval_command_end_to_end(tiny_run, tmp_path):

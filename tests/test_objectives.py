@@ -23,14 +23,6 @@ from textebm.objectives import (AMORTIZERS, DIVERGENCES, KSD, OBJECTIVES, DataEB
 from textebm.sampling import Langevin
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on 2 cores
-    yield
-    torch.set_num_threads(n)
-
-
 # ---- models with exact answers -----------------------------------------------------------------------------
 class Gaussian1D(nn.Module):
     """E(x) = (x - mu)^2 / (2 s^2), s = exp(log_s); exact sampling (reparameterization, used only as sampler)."""

@@ -14,14 +14,6 @@ from textebm.sampling import (MALA, SAMPLERS, SGHMC, SVGD, Langevin, PersistentC
                               get_sampler, langevin, mala, sghmc, svgd, svgd_direction)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: threads only add overhead on 2 cores
-    yield
-    torch.set_num_threads(n)
-
-
 MEAN = torch.tensor([1.0, -0.5])
 COV = torch.tensor([[1.0, 0.6], [0.6, 0.8]])
 PREC = torch.linalg.inv(COV)
