@@ -1,5 +1,6 @@
 """Decoder, model, training loop and persistence against known answers."""
 import json
+import math
 
 import pytest
 import torch
@@ -36,9 +37,35 @@ def test_fused_and_unrolled_lstm_compute_the_same_function():
     za, zb = z.clone().requires_grad_(True), z.clone().requires_grad_(True)
     la, lb = a.decoder.log_prob(x, za), b.decoder.log_prob(x, zb)
     assert torch.allclose(la, lb, atol=1e-5)
-    ga, = torch.autograd.grad(la.sum(), za)
-    gb, = torch.autograd.grad(lb.sum(), zb)
+    ga, = torch.autograd.grad(la.sum(), za, retain_graph=True)
+    gb, = torch.autograd.grad(lb.sum(), zb, retain_graph=True)
     assert torch.allclose(ga, gb, atol=1e-5)
+    # every parameter gradient too (the training update runs through the same hand-written backward)
+    names = [n for n, _ in a.decoder.named_parameters()]
+    pa = torch.autograd.grad(la.sum(), list(a.decoder.parameters()))
+    pb = torch.autograd.grad(lb.sum(), list(b.decoder.parameters()))
+    for n, u, v in zip(names, pa, pb):
+        assert torch.allclose(u, v, atol=1e-5), n
+        assert u.abs().max() > 0, n
+
+
+def test_lstm_recurrence_matches_nn_lstm_values_and_gradients():
+    from textebm.decoders.ops import lstm_recurrence
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(4, 6, batch_first=True)
+    x = torch.randn(3, 5, 4)
+    x[:, :, 3] = x[:, :1, 3]  # the last input is per-sequence, as z enters the decoder at every step
+    h0, c0 = torch.randn(3, 6, requires_grad=True), torch.randn(3, 6, requires_grad=True)
+    ref, _ = lstm(x, (h0[None], c0[None]))
+    proj = x[..., :3] @ lstm.weight_ih_l0[:, :3].t() + lstm.bias_ih_l0 + lstm.bias_hh_l0
+    zb = x[:, 0, 3:] @ lstm.weight_ih_l0[:, 3:].t()
+    got = lstm_recurrence(proj, zb, h0, c0, lstm.weight_hh_l0)
+    assert torch.allclose(got, ref, atol=1e-6)
+    w = torch.randn(3, 5, 6)
+    wrt = [h0, c0, *lstm.parameters()]
+    for u, v in zip(torch.autograd.grad((ref * w).sum(), wrt), torch.autograd.grad((got * w).sum(), wrt)):
+        assert torch.allclose(u, v, atol=1e-6)
 
 
 def test_log_prob_is_a_sum_over_real_tokens_only():
@@ -170,6 +197,28 @@ def test_fused_token_likelihood_matches_log_softmax_and_its_gradients():
     gg = torch.autograd.grad((got * w).sum(), [h, lin.weight, lin.bias])
     for a, b in zip(gr, gg):
         assert torch.allclose(a, b, atol=1e-5)
+    # frozen weights (as while sampling z): the h-only backward W[y] - p W gives the same gradient
+    lin.requires_grad_(False)
+    got = token_log_likelihood(h, lin, y, mask)
+    assert torch.allclose(torch.autograd.grad((got * w).sum(), h)[0], gr[0], atol=1e-5)
+
+
+def test_fused_token_likelihood_is_exact_where_the_target_probability_underflows():
+    """A target 200 nats below the rest has p = 0 in float32; its log-likelihood must still be exact."""
+    from textebm.decoders.ops import token_log_likelihood
+
+    lin = torch.nn.Linear(2, 4)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[100., 0.], [-100., 0.], [0., 1.], [0., -1.]]))
+        lin.bias.zero_()
+    h = torch.tensor([[[1., 0.], [0., 1.]]], requires_grad=True)  # logits (100, -100, 0, 0), (0, 0, 1, -1)
+    y = torch.tensor([[1, 2]])
+    got = token_log_likelihood(h, lin, y, torch.ones(1, 2))
+    ref = torch.log_softmax(lin(h), -1).gather(-1, y.unsqueeze(-1)).squeeze(-1).sum(1)
+    assert torch.isfinite(got).all() and abs(got.item() - ref.item()) < 1e-4, (got, ref)
+    assert abs(got.item() - (-200.0 + 1.0 - math.log(2 + math.e + 1 / math.e))) < 1e-4
+    g_ref = torch.autograd.grad(ref.sum(), h)[0]
+    assert torch.allclose(torch.autograd.grad(got.sum(), h)[0], g_ref, atol=1e-5)
 
 
 def test_bf16_autocast_training_step_runs_and_keeps_fp32_state(toy_corpus, tmp_path):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import check_latent
-from .ops import TokenSelection, select_tokens, token_log_likelihood
+from .ops import TokenSelection, lstm_recurrence, select_tokens, token_log_likelihood
 
 
 @dataclass
@@ -113,18 +113,12 @@ class LSTMDecoder(nn.Module):
         """The same recurrence as ``nn.LSTM`` (gate order i, f, g, o) written as a loop over time.
 
         gates_t = proj_t + W_iz z + W_hh h_{t-1};  c_t = s(f) c_{t-1} + s(i) tanh(g);  h_t = s(o) tanh(c_t).
-        Autograd through this loop computes only the gradients that are asked for (z's, while sampling),
-        where the fused CPU kernel's backward always computes every weight gradient too.
+        The loop and its backward are hand-written (:func:`~textebm.decoders.ops.lstm_recurrence`): they compute
+        only the gradients that are asked for (z's, while sampling), where the fused CPU kernel's backward always
+        computes every weight gradient too.
         """
         zb = z @ self.lstm.weight_ih_l0[:, self.lstm.input_size - z.shape[1]:].t()
-        w_hh = self.lstm.weight_hh_l0.t()
-        outs = []
-        for t in range(proj.shape[1]):
-            i, f, g, o = torch.addmm(proj[:, t] + zb, h, w_hh).chunk(4, 1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            outs.append(h)
-        return torch.stack(outs, 1)
+        return lstm_recurrence(proj, zb, h, c, self.lstm.weight_hh_l0)
 
     def token_log_probs(self, ctx: TokenContext, z: torch.Tensor) -> torch.Tensor:
         """(B, T-1) log p(x_t | x_<t, z), zero at padding."""

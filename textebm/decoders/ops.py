@@ -5,35 +5,61 @@ from typing import NamedTuple, Optional
 
 import torch
 
+# Below this probability log(p) is no longer accurate in float32; such rows get their log-likelihood from an
+# exact log-sum-exp instead (a token more than about 69 nats less likely than the rest: rare, but kept exact).
+_TINY = 1e-30
+
 
 class _TokenLogLikelihood(torch.autograd.Function):
     """ll_n = log softmax(W h_n + b)[y_n] for rows n, with a hand-written backward.
 
-    d ll_n / d logits_n = onehot(y_n) - p_n, so
-        dL/dh = (g * (onehot - p)) W,   dL/dW = (g * (onehot - p))^T h,   dL/db = sum_n g_n (onehot - p_n).
-    The forward keeps p (computed in place over the logits buffer) for the backward; the weight gradients are
-    computed only when the weights require them (the samplers freeze the parameters, so sampling z never pays
-    for them). Same value as log_softmax + gather,
-    with fewer passes over the (rows x vocabulary) buffer. Supports one backward pass (no double backward).
+    The forward makes one softmax pass over the (rows x vocabulary) logits and keeps p = softmax for the
+    backward; ll_n = log p_n[y_n] (exact log-sum-exp for the rare rows where p_n[y_n] underflows). With
+    d ll_n / d logits_n = onehot(y_n) - p_n:
+        dL/dh_n = g_n (W[y_n] - p_n W)   (one matrix product, no pass over the buffer),
+        dL/dW = (g * (onehot - p))^T h,  dL/db = sum_n g_n (onehot - p_n)   (only when the weights require grad;
+    the samplers freeze the parameters, so sampling z never pays for them). Same value and gradients as
+    log_softmax + gather. No double backward.
     """
 
     @staticmethod
     def forward(ctx, h, weight, bias, targets):
-        logp = torch.log_softmax(torch.addmm(bias, h, weight.t()), 1)
-        ll = logp.gather(1, targets.unsqueeze(1)).squeeze(1)
-        probs = logp.exp_()  # in place: the (rows x vocabulary) buffer is reused for p
+        logits = torch.addmm(bias, h, weight.t())
+        col = targets.unsqueeze(1)
+        probs = torch.softmax(logits, 1, dtype=torch.float32)
+        p_y = probs.gather(1, col).squeeze(1)
+        ll = p_y.log()
+        low = p_y < _TINY
+        if bool(low.any()):
+            rows = low.nonzero().squeeze(1)
+            lg = logits.index_select(0, rows).float()
+            ll[rows] = lg.gather(1, col[rows]).squeeze(1) - torch.logsumexp(lg, 1)
+        ctx.dt = logits.dtype  # the matrix products' dtype (bf16/fp16 under autocast)
+        del logits
         ctx.save_for_backward(h, weight, probs, targets)
-        return ll
+        return ll.to(h.dtype)
 
     @staticmethod
     def backward(ctx, g):
         h, weight, probs, targets = ctx.saved_tensors
-        grad_logits = probs.mul_(-g.unsqueeze(1))
-        grad_logits.scatter_add_(1, targets.unsqueeze(1), g.unsqueeze(1).to(grad_logits.dtype))
-        dt = grad_logits.dtype  # under autocast the buffer may be bf16/fp16 while the weights are fp32
-        gh = (grad_logits @ weight.to(dt)).to(h.dtype) if ctx.needs_input_grad[0] else None
-        gw = (grad_logits.t() @ h.to(dt)).to(weight.dtype) if ctx.needs_input_grad[1] else None
-        gb = grad_logits.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        dt = ctx.dt
+        g = g.to(probs.dtype)
+        gh = gw = gb = None
+        if need_w or need_b:
+            # g * (onehot - p), in a new buffer so that the graph can be run backward again (retain_graph)
+            grad_logits = probs * -g.unsqueeze(1)
+            grad_logits.scatter_add_(1, targets.unsqueeze(1), g.unsqueeze(1))
+            gl = grad_logits.to(dt)
+            if need_h:
+                gh = (gl @ weight.to(dt)).to(h.dtype)
+            if need_w:
+                gw = (gl.t() @ h.to(dt)).to(weight.dtype)
+            if need_b:
+                gb = grad_logits.sum(0).to(weight.dtype)
+        elif need_h:
+            w = weight.to(dt)
+            gh = (g.unsqueeze(1).to(dt) * (w.index_select(0, targets) - probs.to(dt) @ w)).to(h.dtype)
         return gh, gw, gb, None
 
 
@@ -64,3 +90,81 @@ def token_log_likelihood(hidden: torch.Tensor, linear: torch.nn.Linear, targets:
     ll = _TokenLogLikelihood.apply(hidden.reshape(B * T, H).index_select(0, sel.rows), linear.weight,
                                    linear.bias, sel.targets)
     return torch.zeros(B, dtype=ll.dtype, device=ll.device).index_add(0, sel.sentence, ll)
+
+
+class _LSTMRecurrence(torch.autograd.Function):
+    """The LSTM recurrence over time, with a hand-written backward.
+
+    gates_t = proj_t + zb + h_{t-1} W_hh^T (gate order i, f, g, o as in ``nn.LSTM``; ``proj`` is the per-step
+    input contribution, ``zb`` one per-sequence bias, z's contribution),
+    c_t = s(f) c_{t-1} + s(i) tanh(g),  h_t = s(o) tanh(c_t).
+    The backward runs backpropagation through time with one (B x 4H) @ (4H x H) product per step. It sums the
+    gate gradients over time for ``zb`` as it goes, and builds the (B, T, 4H) gradient of ``proj`` and the
+    batched product for W_hh's gradient only when those require grad (not while z is sampled). Autograd
+    through a Python loop would record about 15 nodes per step instead. Per-step tensors stay small, so they
+    come from the allocator's warm memory rather than fresh pages.
+    """
+
+    @staticmethod
+    def forward(ctx, proj, zb, h0, c0, w_hh):
+        T, H = proj.shape[1], h0.shape[1]
+        w_t = w_hh.t()
+        acts, cells, tanh_c, hs = [], [c0], [], []
+        h, c = h0, c0
+        for t in range(T):
+            a = torch.addmm(proj[:, t] + zb, h, w_t)
+            a[:, :2 * H].sigmoid_()
+            a[:, 2 * H:3 * H].tanh_()
+            a[:, 3 * H:].sigmoid_()
+            c = torch.addcmul(a[:, H:2 * H] * c, a[:, :H], a[:, 2 * H:3 * H])
+            tc = torch.tanh(c)
+            h = a[:, 3 * H:] * tc
+            acts.append(a)
+            cells.append(c)
+            tanh_c.append(tc)
+            hs.append(h)
+        ctx.save_for_backward(h0, w_hh)
+        ctx.acts, ctx.cells, ctx.tanh_c, ctx.hs = acts, cells, tanh_c, hs
+        return torch.stack(hs, 1)
+
+    @staticmethod
+    def backward(ctx, dout):
+        h0, w_hh = ctx.saved_tensors
+        acts, cells, tanh_c, hs = ctx.acts, ctx.cells, ctx.tanh_c, ctx.hs
+        need_proj, need_zb, _, _, need_w = ctx.needs_input_grad
+        T, H = len(acts), h0.shape[1]
+        dh = torch.zeros_like(h0)
+        dc = torch.zeros_like(h0)
+        dzb = torch.zeros_like(acts[0]) if need_zb else None
+        dgates = [None] * T
+        for t in range(T - 1, -1, -1):
+            a, tc = acts[t], tanh_c[t]
+            i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+            dh = dh + dout[:, t]
+            dc = torch.addcmul(dc, dh, o * (1 - tc * tc))
+            # gradients of the activations (s(i), s(f), tanh(g), s(o)), then through the nonlinearities
+            d = torch.cat([dc * g, dc * cells[t], dc * i, dh * tc], 1)
+            deriv = a - a * a  # s' = s (1 - s) in the sigmoid slots,
+            deriv[:, 2 * H:3 * H] = 1 - g * g  # tanh' = 1 - tanh^2 in the g slot
+            d.mul_(deriv)
+            dc = dc * f
+            dh = d @ w_hh
+            if need_zb:
+                dzb += d
+            dgates[t] = d
+        dproj = torch.stack(dgates, 1) if need_proj else None
+        dw = None
+        if need_w:
+            h_prev = torch.stack([h0] + hs[:-1], 1).reshape(-1, H)
+            dw = torch.stack(dgates, 1).reshape(-1, 4 * H).t() @ h_prev
+        return dproj, dzb, dh, dc, dw
+
+
+def lstm_recurrence(proj: torch.Tensor, zb: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
+                    w_hh: torch.Tensor) -> torch.Tensor:
+    """Outputs (B, T, H) of the LSTM recurrence from the per-step input part of the gates ``proj`` (B, T, 4H),
+    a per-sequence gate bias ``zb`` (B, 4H), the initial state ``h0``, ``c0`` (B, H) and the recurrent weights
+    ``w_hh`` (4H, H): the same function as ``nn.LSTM`` with inputs whose projection is proj_t + zb."""
+    dt = proj.dtype  # under autocast proj may be bf16/fp16: the whole recurrence then runs in that dtype
+    with torch.autocast(proj.device.type, enabled=False):
+        return _LSTMRecurrence.apply(proj, zb.to(dt), h0.to(dt), c0.to(dt), w_hh.to(dt))
