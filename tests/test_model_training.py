@@ -203,6 +203,33 @@ def test_fused_token_likelihood_matches_log_softmax_and_its_gradients():
     assert torch.allclose(torch.autograd.grad((got * w).sum(), h)[0], gr[0], atol=1e-5)
 
 
+def test_prepared_batch_reuses_one_logits_buffer_and_never_returns_stale_gradients():
+    """The posterior sampler's calls on one prepared batch reuse a single logits buffer; values and gradients
+    are those of fresh calls, and a second forward before the first backward is an error, not a wrong answer."""
+    m = small_model()
+    dec = m.decoder
+    x = batch()
+    ctx = dec.prepare(x)
+    for p in dec.parameters():
+        p.requires_grad_(False)
+    ptrs = []
+    for seed in (1, 2, 3):
+        z = torch.randn(6, 4, generator=torch.Generator().manual_seed(seed)).requires_grad_(True)
+        lp = dec.log_prob_prepared(ctx, z)
+        g, = torch.autograd.grad(lp.sum(), z)
+        ptrs.append(ctx.selection.workspace["logits"].data_ptr())
+        z2 = z.detach().clone().requires_grad_(True)
+        fresh = dec.log_prob(x, z2)
+        assert torch.allclose(lp, fresh, atol=1e-5)
+        assert torch.allclose(g, torch.autograd.grad(fresh.sum(), z2)[0], atol=1e-5)
+    assert len(set(ptrs)) == 1
+    za, zb = torch.randn(6, 4, requires_grad=True), torch.randn(6, 4, requires_grad=True)
+    la = dec.log_prob_prepared(ctx, za)
+    dec.log_prob_prepared(ctx, zb)
+    with pytest.raises(RuntimeError, match="inplace"):
+        torch.autograd.grad(la.sum(), za)
+
+
 def test_fused_token_likelihood_is_exact_where_the_target_probability_underflows():
     """A target 200 nats below the rest has p = 0 in float32; its log-likelihood must still be exact."""
     from textebm.decoders.ops import token_log_likelihood

@@ -13,8 +13,13 @@ _TINY = 1e-30
 class _TokenLogLikelihood(torch.autograd.Function):
     """ll_n = log softmax(W h_n + b)[y_n] for rows n, with a hand-written backward.
 
-    The forward makes one softmax pass over the (rows x vocabulary) logits and keeps p = softmax for the
-    backward; ll_n = log p_n[y_n] (exact log-sum-exp for the rare rows where p_n[y_n] underflows). With
+    The forward makes one softmax pass over the (rows x vocabulary) logits, in place, and keeps p = softmax
+    for the backward; ll_n = log p_n[y_n] (exact log-sum-exp for the rare rows where p_n[y_n] underflows).
+    Given a ``workspace`` dict (one per prepared batch), the logits buffer is reused from call to call: the
+    posterior sampler calls this K1 times per batch with the same shapes, and a fresh (rows x vocabulary)
+    buffer per call costs page faults that took about a fifth of a PTB posterior call on a 2-core VM. A
+    forward that reuses the buffer before the previous call's backward has run makes that backward fail with
+    autograd's in-place modification error, never silently. With
     d ll_n / d logits_n = onehot(y_n) - p_n:
         dL/dh_n = g_n (W[y_n] - p_n W)   (one matrix product, no pass over the buffer),
         dL/dW = (g * (onehot - p))^T h,  dL/db = sum_n g_n (onehot - p_n)   (only when the weights require grad;
@@ -23,16 +28,27 @@ class _TokenLogLikelihood(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, bias, targets):
-        logits = torch.addmm(bias, h, weight.t())
+    def forward(ctx, h, weight, bias, targets, workspace):
+        shape = (h.shape[0], weight.shape[0])
+        if workspace is not None and torch.is_autocast_enabled(h.device.type):
+            workspace = None  # out= would bypass autocast's casts
+        buf = workspace.get("logits") if workspace is not None else None
+        if buf is not None and (buf.shape != shape or buf.dtype != h.dtype or buf.device != h.device):
+            buf = None
+        logits = torch.addmm(bias, h, weight.t(), out=buf) if buf is not None else torch.addmm(bias, h, weight.t())
+        if workspace is not None:
+            workspace["logits"] = logits
         col = targets.unsqueeze(1)
-        probs = torch.softmax(logits, 1, dtype=torch.float32)
+        if logits.dtype == torch.float32:  # softmax in place: each row is read before it is overwritten
+            probs = torch._softmax(logits, 1, False, out=logits)
+        else:  # bf16/fp16 logits under autocast: probabilities in float32
+            probs = torch.softmax(logits, 1, dtype=torch.float32)
         p_y = probs.gather(1, col).squeeze(1)
         ll = p_y.log()
         low = p_y < _TINY
-        if bool(low.any()):
+        if bool(low.any()):  # recompute these rows' logits exactly (the buffer may now hold p)
             rows = low.nonzero().squeeze(1)
-            lg = logits.index_select(0, rows).float()
+            lg = torch.addmm(bias, h.index_select(0, rows), weight.t()).float()
             ll[rows] = lg.gather(1, col[rows]).squeeze(1) - torch.logsumexp(lg, 1)
         ctx.dt = logits.dtype  # the matrix products' dtype (bf16/fp16 under autocast)
         del logits
@@ -57,25 +73,28 @@ class _TokenLogLikelihood(torch.autograd.Function):
                 gw = (gl.t() @ h.to(dt)).to(weight.dtype)
             if need_b:
                 gb = grad_logits.sum(0).to(weight.dtype)
-        elif need_h:
+        elif need_h:  # W[y] - p W in one product, scaled by g
             w = weight.to(dt)
-            gh = (g.unsqueeze(1).to(dt) * (w.index_select(0, targets) - probs.to(dt) @ w)).to(h.dtype)
-        return gh, gw, gb, None
+            gh = torch.addmm(w.index_select(0, targets), probs.to(dt), w, alpha=-1).mul_(g.unsqueeze(1).to(dt))
+            gh = gh.to(h.dtype)
+        return gh, gw, gb, None, None
 
 
 class TokenSelection(NamedTuple):
-    """The real (unmasked) positions of a batch, found once per batch and reused at every Langevin step."""
+    """What the likelihood reuses across the Langevin steps of one batch: the real (unmasked) positions, found
+    once, and a workspace for the logits buffer."""
 
     rows: torch.Tensor       # flat indices b * T + t of real positions
     sentence: torch.Tensor   # the sentence b of each real position
     targets: torch.Tensor    # the target token at each real position
+    workspace: Optional[dict] = None
 
 
 def select_tokens(targets: torch.Tensor, mask: torch.Tensor) -> TokenSelection:
     """Index the positions where ``mask`` is true in (B, T) ``targets``."""
     rows = mask.reshape(-1).bool().nonzero().squeeze(1)
     return TokenSelection(rows, torch.div(rows, targets.shape[1], rounding_mode="floor"),
-                          targets.reshape(-1).index_select(0, rows))
+                          targets.reshape(-1).index_select(0, rows), {})
 
 
 def token_log_likelihood(hidden: torch.Tensor, linear: torch.nn.Linear, targets: torch.Tensor,
@@ -88,7 +107,7 @@ def token_log_likelihood(hidden: torch.Tensor, linear: torch.nn.Linear, targets:
     B, T, H = hidden.shape
     sel = selection if selection is not None else select_tokens(targets, mask)
     ll = _TokenLogLikelihood.apply(hidden.reshape(B * T, H).index_select(0, sel.rows), linear.weight,
-                                   linear.bias, sel.targets)
+                                   linear.bias, sel.targets, sel.workspace if selection is not None else None)
     return torch.zeros(B, dtype=ll.dtype, device=ll.device).index_add(0, sel.sentence, ll)
 
 
