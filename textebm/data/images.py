@@ -400,13 +400,17 @@ def _load_image_dir(root: Path, name: str, image_size: int, channels: int, valid
     return parts
 
 
-def _load_npz(path: Path, name: str, image_size: int, channels: int, valid_fraction: float, seed: int,
-              stats: dict):
+def _np_load(path: Path):
+    """np.load without pickles; an unreadable file is an ImageDataError naming it."""
     try:
-        data = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except Exception as e:
         raise ImageDataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
-    with data:
+
+
+def _load_npz(path: Path, name: str, image_size: int, channels: int, valid_fraction: float, seed: int,
+              stats: dict):
+    with _np_load(path) as data:
         keys = set(data.files)
         if "x_train" in keys:
             if "x_test" not in keys:
@@ -438,10 +442,7 @@ def _load_npz(path: Path, name: str, image_size: int, channels: int, valid_fract
 
 def _load_npy(path: Path, name: str, image_size: int, channels: int, valid_fraction: float, seed: int,
               stats: dict):
-    try:
-        x = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise ImageDataError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+    x = _np_load(path)
     stats["layout"] = "npy"
     return _split_arrays(name, array_to_images(x, image_size, channels, path.name), None, valid_fraction, seed)
 

@@ -29,14 +29,13 @@ class _TokenLogLikelihood(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, bias, targets, workspace):
-        shape = (h.shape[0], weight.shape[0])
-        if workspace is not None and torch.is_autocast_enabled(h.device.type):
-            workspace = None  # out= would bypass autocast's casts
-        buf = workspace.get("logits") if workspace is not None else None
-        if buf is not None and (buf.shape != shape or buf.dtype != h.dtype or buf.device != h.device):
+        reuse = workspace is not None and not torch.is_autocast_enabled(h.device.type)  # out= skips autocast
+        buf = workspace.get("logits") if reuse else None
+        if buf is not None and (buf.shape != (h.shape[0], weight.shape[0]) or buf.dtype != h.dtype
+                                or buf.device != h.device):
             buf = None
-        logits = torch.addmm(bias, h, weight.t(), out=buf) if buf is not None else torch.addmm(bias, h, weight.t())
-        if workspace is not None:
+        logits = torch.addmm(bias, h, weight.t(), out=buf)
+        if reuse:
             workspace["logits"] = logits
         col = targets.unsqueeze(1)
         if logits.dtype == torch.float32:  # softmax in place: each row is read before it is overwritten
@@ -107,7 +106,7 @@ def token_log_likelihood(hidden: torch.Tensor, linear: torch.nn.Linear, targets:
     B, T, H = hidden.shape
     sel = selection if selection is not None else select_tokens(targets, mask)
     ll = _TokenLogLikelihood.apply(hidden.reshape(B * T, H).index_select(0, sel.rows), linear.weight,
-                                   linear.bias, sel.targets, sel.workspace if selection is not None else None)
+                                   linear.bias, sel.targets, sel.workspace)
     return torch.zeros(B, dtype=ll.dtype, device=ll.device).index_add(0, sel.sentence, ll)
 
 
@@ -155,6 +154,7 @@ class _LSTMRecurrence(torch.autograd.Function):
         dh = torch.zeros_like(h0)
         dc = torch.zeros_like(h0)
         dzb = torch.zeros_like(acts[0]) if need_zb else None
+        keep = need_proj or need_w  # the per-step gate gradients are only kept for proj's and W_hh's gradients
         dgates = [None] * T
         for t in range(T - 1, -1, -1):
             a, tc = acts[t], tanh_c[t]
@@ -170,13 +170,14 @@ class _LSTMRecurrence(torch.autograd.Function):
             dh = d @ w_hh
             if need_zb:
                 dzb += d
-            dgates[t] = d
-        dproj = torch.stack(dgates, 1) if need_proj else None
+            if keep:
+                dgates[t] = d
+        dall = torch.stack(dgates, 1) if keep else None
         dw = None
         if need_w:
             h_prev = torch.stack([h0] + hs[:-1], 1).reshape(-1, H)
-            dw = torch.stack(dgates, 1).reshape(-1, 4 * H).t() @ h_prev
-        return dproj, dzb, dh, dc, dw
+            dw = dall.reshape(-1, 4 * H).t() @ h_prev
+        return dall if need_proj else None, dzb, dh, dc, dw
 
 
 def lstm_recurrence(proj: torch.Tensor, zb: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor,
