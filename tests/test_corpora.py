@@ -327,8 +327,10 @@ def test_recipe_builds_a_sentencepiece_tokenizer(spm_train, tmp_path):
     from textebm.train import build_tokenizer
 
     r = apply_overrides(Recipe(), ["data.tokenizer=sentencepiece", "data.spm_vocab_size=36"])
-    tok = build_tokenizer(r, spm_train, tmp_path)
+    tok = build_tokenizer(r, spm_train)
     assert isinstance(tok, SentencePieceTokenizer) and len(tok) == 36
+    assert not any(tmp_path.iterdir())  # nothing is written until the run saves it
+    tok.save(tmp_path)
     assert load_tokenizer(tmp_path).encode(spm_train[1]) == tok.encode(spm_train[1])
     ids, st = encode_sentences(spm_train[:20], tok, max_len=5, policy="truncate")
     assert all(len(x) <= 7 for x in ids) and st["truncated"] > 0

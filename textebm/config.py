@@ -188,8 +188,8 @@ def _coerce(value, tp, where: str):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if math.isnan(value):
-            raise ConfigError(f"{where}: NaN is not allowed")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

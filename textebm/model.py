@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .decoders import DECODERS, build_decoder, split_log_prob
-from .prior import LatentEBMPrior
+from .prior import LatentEBMPrior, build_prior
 from .sampling import Samples, frozen, langevin
 
 WEIGHTS = "model.safetensors"
@@ -145,30 +145,47 @@ class LatentEBMModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory, device="cpu") -> "LatentEBMModel":
-        """Load a model written by :meth:`save_pretrained` (or a training run directory)."""
+        """Load a model written by :meth:`save_pretrained` (or a finished training run directory).
+
+        Reads JSON and safetensors only, so opening a model runs no code from its files; a malformed
+        ``config.json`` or weights that do not fit it are a ``ValueError`` naming the file.
+        """
         from safetensors.torch import load_file
 
-        from .config import Recipe, from_dict
+        from .config import ConfigError, Recipe, from_dict
         from .data.vocab import load_tokenizer
+        from .runs import load_state, read_json
 
         directory = Path(directory)
         if not (directory / CONFIG).exists() or not (directory / WEIGHTS).exists():
             raise FileNotFoundError(f"{directory} is not a saved model: expected {CONFIG} and {WEIGHTS} in it")
-        cfg = json.loads((directory / CONFIG).read_text())
-        recipe = from_dict(Recipe, cfg["recipe"]) if cfg.get("recipe") else None
+        path = directory / CONFIG
+        cfg = read_json(path)
+        names = {c.__name__: key for key, c in DECODERS.items()}
+        if not isinstance(cfg.get("prior"), dict) or not isinstance(cfg.get("decoder"), dict) \
+                or cfg.get("decoder_class") not in names:
+            raise ValueError(f"{path} is not a textebm model config: expected the keys prior and decoder (mappings) "
+                             f"and decoder_class (one of {sorted(names)})")
+        try:
+            recipe = from_dict(Recipe, cfg["recipe"]) if cfg.get("recipe") else None
+        except ConfigError as e:
+            raise ValueError(f"{path}: the recipe in it is invalid ({e})") from None
         tokenizer = None
         try:
             tokenizer = load_tokenizer(directory)
         except FileNotFoundError:
             pass
-        prior = LatentEBMPrior(**cfg["prior"])
-        name = {cls.__name__: key for key, cls in DECODERS.items()}
-        decoder = build_decoder(name[cfg["decoder_class"]], **cfg["decoder"])
+        try:
+            prior = build_prior(**cfg["prior"])
+            decoder = build_decoder(names[cfg["decoder_class"]], **cfg["decoder"])
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path} describes a model that cannot be built: {e}") from None
         model = cls(prior, decoder, tokenizer, recipe)
         try:
-            model.load_state_dict(load_file(str(directory / WEIGHTS)))
+            weights = load_file(str(directory / WEIGHTS))
         except Exception as e:  # safetensors raises its own error types for truncated files
             raise ValueError(f"could not read weights {directory / WEIGHTS}: {e}") from None
+        load_state(model, weights, f"weights {directory / WEIGHTS}")
         return model.to(device)
 
 

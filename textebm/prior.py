@@ -42,6 +42,8 @@ class LatentEBMPrior(nn.Module):
         f_clamp: if set, f is soft-clamped to (-f_clamp, f_clamp) with a scaled tanh (a divergence guard).
     """
 
+    kind = "ebm"
+
     def __init__(self, latent_dim: int, hidden: int = 200, n_layers: int = 2, activation: str = "leaky_relu",
                  negative_slope: float = 0.2, sigma0: float = 1.0, f_clamp: Optional[float] = None):
         super().__init__()
@@ -54,7 +56,7 @@ class LatentEBMPrior(nn.Module):
         self.latent_dim = int(latent_dim)
         self.sigma0 = float(sigma0)
         self.f_clamp = f_clamp
-        self.config = dict(latent_dim=latent_dim, hidden=hidden, n_layers=n_layers, activation=activation,
+        self.config = dict(kind=self.kind, latent_dim=latent_dim, hidden=hidden, n_layers=n_layers, activation=activation,
                            negative_slope=negative_slope, sigma0=sigma0, f_clamp=f_clamp)
         layers, width = [], latent_dim
         for _ in range(n_layers):
@@ -155,3 +157,83 @@ class LatentEBMPrior(nn.Module):
         w = torch.exp(f - f.max())  # scaled weights
         rel_sd = w.std(unbiased=True) / w.mean()
         return float(log_mean), float(rel_sd / math.sqrt(n))
+
+
+class GaussianPrior(nn.Module):
+    """The fixed prior p(z) = N(z; 0, sigma0^2 I): the same model without the energy-based tilt (f = 0).
+
+    It is the ablation that tells what the EBM prior adds (``prior.kind: gaussian`` in a recipe): the decoder,
+    the posterior sampler and the training loop stay the same, samples are exact draws (no prior chain) and
+    nothing about the prior is learned. It has the interface of :class:`LatentEBMPrior`.
+    """
+
+    kind = "gaussian"
+
+    def __init__(self, latent_dim: int, sigma0: float = 1.0):
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
+        if not sigma0 > 0:
+            raise ValueError(f"sigma0 must be > 0, got {sigma0}")
+        self.latent_dim = int(latent_dim)
+        self.sigma0 = float(sigma0)
+        self.config = dict(kind=self.kind, latent_dim=self.latent_dim, sigma0=self.sigma0)
+        self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
+
+    def _check(self, z: torch.Tensor) -> None:
+        if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_dim:
+            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"z must have shape (batch, {self.latent_dim}) for this prior; got {shape}")
+
+    def f(self, z: torch.Tensor) -> torch.Tensor:
+        """0 for every z (no tilt); shape (batch,)."""
+        self._check(z)
+        return z.new_zeros(z.shape[0])
+
+    def log_prob_unnormalized(self, z: torch.Tensor) -> torch.Tensor:
+        """-|z|^2 / (2 sigma0^2)."""
+        self._check(z)
+        return -z.pow(2).sum(-1) / (2.0 * self.sigma0 ** 2)
+
+    def energy(self, z: torch.Tensor) -> torch.Tensor:
+        return -self.log_prob_unnormalized(z)
+
+    def log_prob(self, z: torch.Tensor, log_z: float = 0.0) -> torch.Tensor:
+        """log N(z; 0, sigma0^2 I) (``log_z`` is 0 for this prior and only kept for the common interface)."""
+        d = self.latent_dim
+        return self.log_prob_unnormalized(z) - 0.5 * d * math.log(2 * math.pi * self.sigma0 ** 2) - log_z
+
+    def score(self, z: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        return -z / self.sigma0 ** 2
+
+    def sample_reference(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
+        device = device if device is not None else self._device_anchor.device
+        return self.sigma0 * torch.randn(n, self.latent_dim, generator=generator, device=device)
+
+    def sample(self, n: int, sampler=None, n_steps: int = 0, step_size: float = 0.0, z0=None,
+               generator: Optional[torch.Generator] = None, return_samples: bool = False, **kwargs):
+        """n exact draws from N(0, sigma0^2 I); no chain is run (``sampler``, ``n_steps``, ``step_size`` are
+        accepted for the common interface and unused)."""
+        from .sampling import Samples
+
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        z = self.sample_reference(n, generator=generator)
+        return Samples(z=z) if return_samples else z
+
+    def log_partition(self, n_samples: int = 0, batch_size: int = 0, generator: Optional[torch.Generator] = None):
+        """log Z = 0 exactly (the prior is normalized), with standard error 0."""
+        return 0.0, 0.0
+
+
+PRIORS = {"ebm": LatentEBMPrior, "gaussian": GaussianPrior}
+
+
+def build_prior(kind: str = "ebm", **kwargs) -> nn.Module:
+    """A prior by its recipe name (``ebm`` or ``gaussian``) from its constructor arguments (``prior.config``)."""
+    if kind not in PRIORS:
+        raise ValueError(f"unknown prior kind {kind!r}; choose one of {sorted(PRIORS)}")
+    cls = PRIORS[kind]
+    if cls is GaussianPrior:
+        kwargs = {k: kwargs[k] for k in ("latent_dim", "sigma0") if k in kwargs}
+    return cls(**kwargs)

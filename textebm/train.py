@@ -36,9 +36,9 @@ from .data.vocab import WordVocab
 from .model import LatentEBMModel, build_model
 from .objectives import build_objective
 from .objectives.data_ebm import loss_parameters, setup_objective
+from .runs import clear_dir, holds_anything, list_checkpoints, load_latest_checkpoint, load_state, rng_state, \
+    save_checkpoint, set_rng_state
 from .sampling import SamplerDivergedError, frozen, get_sampler
-
-CKPT_DIR = "checkpoints"
 
 
 def log(msg: str) -> None:
@@ -137,13 +137,13 @@ class Dist:
 
 
 # ---- data -----------------------------------------------------------------------------------------------
-def build_tokenizer(recipe: Recipe, train_sentences: List[str], run_dir: Optional[Path] = None):
+def build_tokenizer(recipe: Recipe, train_sentences: List[str]):
     d = recipe.data
     if d.tokenizer == "word":
         return WordVocab.build(train_sentences, min_count=d.min_count, max_size=d.max_vocab)
     from .data.spm import SentencePieceTokenizer
 
-    return SentencePieceTokenizer.train(train_sentences, vocab_size=d.spm_vocab_size, directory=run_dir)
+    return SentencePieceTokenizer.train(train_sentences, vocab_size=d.spm_vocab_size)
 
 
 def encode_sentences(sentences: List[str], tokenizer, max_len: int, policy: str):
@@ -181,47 +181,12 @@ def lr_lambda(kind: str, total: int, warmup: int, gamma: float = 1.0, every: int
     return f
 
 
-# ---- checkpoints ----------------------------------------------------------------------------------------
-def atomic_torch_save(obj, path: Path) -> None:
-    """Write to a temporary file, fsync, then rename: a crash never leaves a half-written checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        os.fsync(dfd)
-        os.close(dfd)
-    except OSError:
-        pass
-
-
-def list_checkpoints(run_dir: Path) -> List[Path]:
-    return sorted((Path(run_dir) / CKPT_DIR).glob("ckpt-*.pt"))
-
-
-def load_latest_checkpoint(run_dir: Path, map_location="cpu"):
-    """The newest readable checkpoint; unreadable (truncated, corrupted) ones are reported and skipped."""
-    ckpts = list_checkpoints(run_dir)
-    if not ckpts:
-        raise FileNotFoundError(f"no checkpoints in {Path(run_dir) / CKPT_DIR}; nothing to resume")
-    for path in reversed(ckpts):
-        try:
-            return path, torch.load(path, map_location=map_location, weights_only=False)
-        except Exception as e:  # torch raises several types for damaged files
-            log(f"warning: checkpoint {path} is unreadable ({type(e).__name__}: {str(e)[:120]}); "
-                f"falling back to the previous one")
-    raise ValueError(f"every checkpoint in {Path(run_dir) / CKPT_DIR} is unreadable; cannot resume")
-
-
 # ---- the trainer ----------------------------------------------------------------------------------------
 class Trainer:
     """Sets up data, model, objective and optimizers from a recipe, then runs Algorithm 1."""
 
     def __init__(self, recipe: Recipe, run_dir, device: Optional[str] = None, resume: bool = False,
-                 progress: bool = True):
+                 progress: bool = True, overwrite: bool = False):
         self.recipe = recipe
         self.run_dir = Path(run_dir)
         self.dist = Dist()
@@ -231,7 +196,7 @@ class Trainer:
             torch.set_num_threads(recipe.train.num_threads)
         seed_everything(recipe.seed)
         self.step = 0
-        self.stop_requested = False
+        self.stop_signal = None
         self.nan_skips = 0
         self.prior_step_size = recipe.sampling.prior_step_size
         self.posterior_step_size = recipe.sampling.posterior_step_size
@@ -240,23 +205,24 @@ class Trainer:
         if resume:
             path, ckpt = load_latest_checkpoint(self.run_dir)
             log(f"resuming from {path} (step {ckpt['step']})")
-        created = not self.run_dir.exists()
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.dist.barrier()
-        try:
-            self._setup_data(ckpt)
-            self._setup_model()
-        except Exception:
-            if created and self.dist.is_main and not any(self.run_dir.iterdir()):
-                self.run_dir.rmdir()  # leave nothing behind for a run that never started
-            raise
+        elif holds_anything(self.run_dir) and not overwrite:
+            raise FileExistsError(f"{self.run_dir} is not empty; resume the run there, choose another directory, "
+                                  f"or pass overwrite=True (--overwrite) to replace it")
+        # nothing is written before the data and the model are set up: a run that fails to start touches nothing
+        self._setup_data(ckpt)
+        self._setup_model()
         if ckpt is not None:
             self._restore(ckpt)
+            if self.dist.is_main:
+                (self.run_dir / "recipe.yaml").write_text(dump_recipe(recipe))  # with the resumable overrides
         elif self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if overwrite:
+                clear_dir(self.run_dir)
             (self.run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
             if self.tokenizer is not None:
                 self.tokenizer.save(self.run_dir)
+        self.dist.barrier()
         self.dist.broadcast_parameters([self.model, self.objective])
 
     # -- setup --
@@ -297,13 +263,16 @@ class Trainer:
 
             self.tokenizer = load_tokenizer(self.run_dir)
         else:
-            self.tokenizer = build_tokenizer(r, train, self.run_dir)
+            self.tokenizer = build_tokenizer(r, train)
         self.train_ids, tstats = encode_sentences(train, self.tokenizer, r.data.max_len, r.data.length_policy)
         self.valid_ids, vstats = encode_sentences(valid, self.tokenizer, r.data.max_len, r.data.length_policy)
         if not self.train_ids:
             raise ValueError(f"corpus {r.data.corpus!r}: no training sentences left after length handling")
         if not self.valid_ids:
             raise ValueError(f"corpus {r.data.corpus!r}: no validation sentences left after length handling")
+        if len(self.train_ids) < r.train.batch_size:
+            log(f"warning: corpus {r.data.corpus!r} has {len(self.train_ids)} training sentence(s), fewer than one "
+                f"batch (train.batch_size={r.train.batch_size}); every batch repeats them and the model will overfit")
         self.data_stats = {"corpus": corpus.name, "train_sentences": len(self.train_ids),
                            "valid_sentences": len(self.valid_ids), "vocab_size": len(self.tokenizer),
                            "train_truncated": tstats["truncated"], "train_dropped": tstats["dropped"],
@@ -360,41 +329,29 @@ class Trainer:
             "model": self.model.state_dict(), "objective": self.objective.state_dict(),
             "opt_dec": self.opt_dec.state_dict(), "opt_prior": self.opt_prior.state_dict(),
             "sched_dec": self.sched_dec.state_dict(), "sched_prior": self.sched_prior.state_dict(),
-            "batcher": self.batcher.state_dict(), "sampler_gen": self.gen.get_state(),
-            "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "python_rng": random.getstate(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "batcher": self.batcher.state_dict(), "sampler_gen": self.gen.get_state(), "rng": rng_state(),
             "step_sizes": (self.prior_step_size, self.posterior_step_size), "nan_skips": self.nan_skips,
             "amortizer_optimizers": [m.optimizer_state_dict() for m in self.amortizers],
         }
 
     def _restore(self, ck: dict) -> None:
         self.step = int(ck["step"])
-        self.model.load_state_dict(ck["model"])
-        self.objective.load_state_dict(ck["objective"])
+        load_state(self.model, ck["model"], f"the checkpoint in {self.run_dir}")
+        load_state(self.objective, ck["objective"], f"the checkpoint in {self.run_dir} (prior objective)")
         self.opt_dec.load_state_dict(ck["opt_dec"])
         self.opt_prior.load_state_dict(ck["opt_prior"])
         self.sched_dec.load_state_dict(ck["sched_dec"])
         self.sched_prior.load_state_dict(ck["sched_prior"])
         self.batcher.load_state_dict(ck["batcher"])
         self.gen.set_state(ck["sampler_gen"])
-        torch.set_rng_state(ck["torch_rng"])
-        np.random.set_state(ck["numpy_rng"])
-        random.setstate(ck["python_rng"])
-        if ck.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+        set_rng_state(ck["rng"])
         self.prior_step_size, self.posterior_step_size = ck["step_sizes"]
         self.nan_skips = ck.get("nan_skips", 0)
         for m, st in zip(self.amortizers, ck.get("amortizer_optimizers", [])):
             m.load_optimizer_state_dict(st)
 
     def save_checkpoint(self) -> Path:
-        d = self.run_dir / CKPT_DIR
-        d.mkdir(parents=True, exist_ok=True)
-        path = d / f"ckpt-{self.step:08d}.pt"
-        atomic_torch_save(self.state_dict(), path)
-        for old in list_checkpoints(self.run_dir)[: -self.recipe.train.keep_checkpoints]:
-            old.unlink(missing_ok=True)
-        return path
+        return save_checkpoint(self.state_dict(), self.run_dir, self.recipe.train.keep_checkpoints)
 
     # -- one step of Algorithm 1 --
     def sample_prior(self, n: int, z0: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -523,7 +480,7 @@ class Trainer:
 
     # -- the loop --
     def _handle_signal(self, signum, frame):
-        self.stop_requested = True
+        self.stop_signal = signum
         log(f"received signal {signum}: finishing this step, writing a checkpoint and stopping")
 
     def run(self) -> dict:
@@ -570,7 +527,7 @@ class Trainer:
                     if "valid_mse" in ev:
                         summary["valid_mse_start"] = ev["valid_mse"]
                 bar = _progress(t.steps, self.step, self.progress)
-                while self.step < t.steps and not self.stop_requested:
+                while self.step < t.steps and self.stop_signal is None:
                     x = self.batcher.next().to(self.device)
                     try:
                         stats = self.train_step(x)
@@ -614,8 +571,22 @@ class Trainer:
                 if self.tokenizer is None:
                     self.write_image_grids()
         self.dist.barrier()
-        summary.update(step=self.step, stopped_early=self.step < t.steps, nan_skips=self.nan_skips)
+        summary.update(step=self.step, stopped_early=self.step < t.steps, nan_skips=self.nan_skips,
+                       interrupted_by=self.stop_signal)
+        summary["report_lines"] = _report_lines(summary)
         return summary
+
+
+def _report_lines(summary: dict) -> List[str]:
+    """What ``textebm train`` prints at the end: validation numbers at the start and the end of the run."""
+    lines = []
+    if summary.get("valid_mse_start") is not None and summary.get("valid_mse_end") is not None:
+        lines.append(f"validation reconstruction MSE (per pixel value): start {summary['valid_mse_start']:.5f} -> "
+                     f"end {summary['valid_mse_end']:.5f}")
+    elif summary.get("valid_recon_nll_start") is not None and summary.get("valid_recon_nll_end") is not None:
+        lines.append(f"validation reconstruction NLL (nats/sentence): start {summary['valid_recon_nll_start']:.3f}"
+                     f" -> end {summary['valid_recon_nll_end']:.3f}")
+    return lines
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -628,7 +599,12 @@ def _progress(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, desc="train", file=sys.stderr, dynamic_ncols=True)
 
 
-def train(recipe: Recipe, run_dir, device: Optional[str] = None, resume: bool = False, progress: bool = True) -> dict:
-    """Train a model from a recipe into ``run_dir`` (or continue the run there with ``resume=True``)."""
-    trainer = Trainer(recipe, run_dir, device=device, resume=resume, progress=progress)
+def train(recipe: Recipe, run_dir, device: Optional[str] = None, resume: bool = False, progress: bool = True,
+          overwrite: bool = False) -> dict:
+    """Train a model from a recipe into ``run_dir`` (or continue the run there with ``resume=True``).
+
+    ``run_dir`` must be new or empty unless ``overwrite`` (then its contents are replaced once the run has set up
+    its data and model). The summary's ``interrupted_by`` is the signal number that stopped the run, if any.
+    """
+    trainer = Trainer(recipe, run_dir, device=device, resume=resume, progress=progress, overwrite=overwrite)
     return trainer.run()

@@ -171,18 +171,33 @@ def load_local_file(path, valid_fraction: float = 0.05, test_fraction: float = 0
                   pick(perm[n_valid:n_valid + n_test]), stats)
 
 
-def load_grammar(data_dir: Optional[str] = None, **_) -> Corpus:
-    """The bundled grammar corpus (``data/grammar``); regenerated from its seed if the files are absent."""
-    directory = Path(data_dir) if data_dir else repo_data_dir() / "grammar"
-    if not (directory / "train.txt").exists():
+def load_grammar(data_dir: Optional[str] = None, lower: bool = False, max_words: Optional[int] = None,
+                 over_cap: str = "drop", bad_bytes: str = "error") -> Corpus:
+    """The grammar corpus: from ``data_dir`` when given (it must hold train/valid/test files), else the bundled copy.
+
+    The bundled copy is ``data/grammar`` beside the package (or ``$TEXTEBM_DATA/grammar``); only when those files
+    are absent (an installed package without its data) is it regenerated, byte for byte, from its seed into the
+    user cache. A ``data_dir`` is never replaced by anything else: missing, empty or incomplete is an error.
+    The other options go to :func:`read_lines`.
+    """
+    options = dict(lower=lower, max_words=max_words, over_cap=over_cap, bad_bytes=bad_bytes)
+    if data_dir:
+        directory = Path(data_dir).expanduser()
+        if not directory.is_dir():
+            what = "is a file, not a directory" if directory.exists() else "not found"
+            raise CorpusError(f"grammar corpus: data directory {what}: {directory} (expected train.txt, valid.txt "
+                              f"and test.txt in it; leave --data-dir out to use the bundled corpus)")
+        return load_local_dir(directory, name="grammar", **options)
+    directory = repo_data_dir() / "grammar"
+    if not all((directory / f"{split}.txt").is_file() for split in SPLITS):
         from .grammar import generate_corpus
 
         cache = Path(os.environ.get("TEXTEBM_CACHE", Path.home() / ".cache" / "textebm")) / "grammar"
-        if not (cache / "train.txt").exists():
+        if not all((cache / f"{split}.txt").is_file() for split in SPLITS):
             cache.mkdir(parents=True, exist_ok=True)
             generate_corpus(cache, seed=0)
         directory = cache
-    return load_local_dir(directory, name="grammar")
+    return load_local_dir(directory, name="grammar", **options)
 
 
 #: name -> loader(data_dir=None, **options) -> Corpus
@@ -213,6 +228,9 @@ def load_corpus(name_or_path: str, data_dir: Optional[str] = None, **options) ->
     """
     if name_or_path in CORPORA:
         return _call_with_options(CORPORA[name_or_path], f"corpus {name_or_path!r}", data_dir=data_dir, **options)
+    if data_dir:
+        raise CorpusError(f"data.data_dir ({data_dir}) is only read for the named corpora {sorted(CORPORA)}; "
+                          f"data.corpus {name_or_path!r} is a path already: put the files there, or leave data_dir out")
     p = Path(name_or_path).expanduser()
     if p.is_dir():
         return _call_with_options(load_local_dir, f"corpus directory {p}", p, **options)

@@ -1,0 +1,75 @@
+"""Pieces every command module shares: the one-line-error parser, argument types, the user-error class.
+
+Argument types check what they can before any work starts (finite numbers, ranges) so that a bad value is one line
+``textebm: error: ...`` and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line ``PROG: error: MESSAGE`` and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def int_in(name: str, low: int | None = None, high: int | None = None):
+    """An argparse type: an integer in [low, high] (either bound may be None)."""
+    def parse(v):
+        try:
+            i = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {v!r}") from None
+        if low is not None and i < low:
+            raise argparse.ArgumentTypeError(f"{name} must be at least {low}, got {i}")
+        if high is not None and i > high:
+            raise argparse.ArgumentTypeError(f"{name} must be at most {high}, got {i}")
+        return i
+    return parse
+
+
+def float_in(name: str, low: float | None = None, high: float | None = None, low_open: bool = True):
+    """An argparse type: a finite number above ``low`` (or at least it with ``low_open=False``), at most ``high``."""
+    def parse(v):
+        try:
+            f = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number, got {v!r}") from None
+        if not math.isfinite(f):
+            raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {v!r}")
+        if low is not None and (f <= low if low_open else f < low):
+            raise argparse.ArgumentTypeError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {f:g}")
+        if high is not None and f > high:
+            raise argparse.ArgumentTypeError(f"{name} must be <= {high:g}, got {f:g}")
+        return f
+    return parse
+
+
+#: seeds go to torch.Generator.manual_seed, which takes 64-bit values
+seed_type = int_in("--seed", -(2 ** 63), 2 ** 64 - 1)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def device(name: str):
+    """A ``torch.device`` for ``--device`` (``auto`` picks CUDA when present); bad names are a user error."""
+    from ..train import resolve_device
+
+    return resolve_device(name)
+
+
+def set_threads(n) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
