@@ -26,7 +26,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, toy_corpus):
     bad.write_text("train:\n  stepz: 3\n")
     assert_one_line_error(run_cli("train", str(bad)), "unknown key 'stepz'", "steps")
     assert_one_line_error(run_cli("sample", str(tmp_path / "missing_run")), "no such run directory")
-    assert_one_line_error(run_cli("sample", str(tmp_path), "-n", "0"), "-n must be at least 1")
+    assert_one_line_error(run_cli("sample", str(tmp_path), "-n", "0"), "argument -n: must be at least 1")
     assert_one_line_error(run_cli("train", str(ROOT / "recipes" / "quickstart.yaml"), "--set", "train.steps=-1"),
                           "train.steps")
     broken = tmp_path / "broken.yaml"

@@ -127,7 +127,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                               f"textebm checkpoint never does (it may be hostile; nothing in it was run)")
     try:
         if unsafe:
-            with torch.serialization.safe_globals([legacy[g] for g in unsafe]):
+            with torch.serialization.safe_globals(list(legacy.values())):  # dtype classes are built on load
                 ck = torch.load(path, map_location=map_location, weights_only=True)
         else:
             ck = torch.load(path, map_location=map_location, weights_only=True)

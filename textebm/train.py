@@ -46,11 +46,20 @@ def log(msg: str) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``; anything else is a ValueError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but CUDA is not available; use --device cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for but CUDA is not available; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
@@ -480,8 +489,11 @@ class Trainer:
 
     # -- the loop --
     def _handle_signal(self, signum, frame):
+        if self.stop_signal is not None:  # a second signal: stop now, without a new checkpoint
+            raise KeyboardInterrupt
         self.stop_signal = signum
-        log(f"received signal {signum}: finishing this step, writing a checkpoint and stopping")
+        log(f"received {signal.Signals(signum).name}: finishing this step, writing a checkpoint and stopping "
+            f"(send it again to stop at once)")
 
     def run(self) -> dict:
         r, t = self.recipe, self.recipe.train
@@ -606,5 +618,13 @@ def train(recipe: Recipe, run_dir, device: Optional[str] = None, resume: bool = 
     ``run_dir`` must be new or empty unless ``overwrite`` (then its contents are replaced once the run has set up
     its data and model). The summary's ``interrupted_by`` is the signal number that stopped the run, if any.
     """
+    fresh = not resume and not holds_anything(run_dir)
     trainer = Trainer(recipe, run_dir, device=device, resume=resume, progress=progress, overwrite=overwrite)
-    return trainer.run()
+    try:
+        return trainer.run()
+    except BaseException:
+        # a new run that fails before its first checkpoint leaves nothing behind (so the same --out works again)
+        if fresh and trainer.dist.is_main and not list_checkpoints(run_dir) and Path(run_dir).is_dir():
+            clear_dir(run_dir)
+            Path(run_dir).rmdir()
+        raise

@@ -10,19 +10,19 @@ from .common import float_in, int_in, log, seed_type, set_threads
 def add_parser(sub) -> None:
     c = sub.add_parser("chain", help="decode z along one long prior Langevin chain (Pang et al. 2020, Table 3)")
     c.add_argument("run", help="run directory, saved model directory, or checkpoint file")
-    c.add_argument("--steps", type=int_in("--steps", 1, 10 ** 6), default=100, help="Langevin steps (default 100)")
-    c.add_argument("--every", type=int_in("--every", 1), default=20,
+    c.add_argument("--steps", type=int_in(1, 10 ** 6), default=100, help="Langevin steps (default 100)")
+    c.add_argument("--every", type=int_in(1), default=20,
                    help="decode every this many steps (default 20)")
-    c.add_argument("--step-size", type=float_in("--step-size", 0.0), default=None,
+    c.add_argument("--step-size", type=float_in(0.0), default=None,
                    help="Langevin step size (default: the recipe's s0)")
-    c.add_argument("--max-len", type=int_in("--max-len", 1, 10 ** 5), default=None)
+    c.add_argument("--max-len", type=int_in(1, 10 ** 5), default=None)
     c.add_argument("--seed", type=seed_type, default=0)
     c.add_argument("--out", default=None, metavar="plot.png",
                    help="write a PNG plot of log-density over steps (image models: the chain as a PNG grid, "
                         "default chain.png)")
     c.add_argument("--json", default=None, metavar="FILE", help="also write the chain as JSON")
     c.add_argument("--device", default="cpu")
-    c.add_argument("--threads", type=int_in("--threads", 1, 1024), default=1, help="torch CPU threads (default 1)")
+    c.add_argument("--threads", type=int_in(1, 1024), default=1, help="torch CPU threads (default 1)")
 
 
 def run(args) -> int:

@@ -21,40 +21,40 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
-def int_in(name: str, low: int | None = None, high: int | None = None):
-    """An argparse type: an integer in [low, high] (either bound may be None)."""
+def int_in(low: int | None = None, high: int | None = None):
+    """An argparse type: an integer in [low, high] (either bound may be None). argparse names the option."""
     def parse(v):
         try:
             i = int(v)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be an integer, got {v!r}") from None
+            raise argparse.ArgumentTypeError(f"expected an integer, got {v!r}") from None
         if low is not None and i < low:
-            raise argparse.ArgumentTypeError(f"{name} must be at least {low}, got {i}")
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {i}")
         if high is not None and i > high:
-            raise argparse.ArgumentTypeError(f"{name} must be at most {high}, got {i}")
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {i}")
         return i
     return parse
 
 
-def float_in(name: str, low: float | None = None, high: float | None = None, low_open: bool = True):
+def float_in(low: float | None = None, high: float | None = None, low_open: bool = True):
     """An argparse type: a finite number above ``low`` (or at least it with ``low_open=False``), at most ``high``."""
     def parse(v):
         try:
             f = float(v)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number, got {v!r}") from None
+            raise argparse.ArgumentTypeError(f"expected a number, got {v!r}") from None
         if not math.isfinite(f):
-            raise argparse.ArgumentTypeError(f"{name} must be a finite number, got {v!r}")
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {v!r}")
         if low is not None and (f <= low if low_open else f < low):
-            raise argparse.ArgumentTypeError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {f:g}")
+            raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low:g}, got {f:g}")
         if high is not None and f > high:
-            raise argparse.ArgumentTypeError(f"{name} must be <= {high:g}, got {f:g}")
+            raise argparse.ArgumentTypeError(f"must be <= {high:g}, got {f:g}")
         return f
     return parse
 
 
 #: seeds go to torch.Generator.manual_seed, which takes 64-bit values
-seed_type = int_in("--seed", -(2 ** 63), 2 ** 64 - 1)
+seed_type = int_in(-(2 ** 63), 2 ** 64 - 1)
 
 
 def log(msg: str) -> None:

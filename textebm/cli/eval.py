@@ -20,39 +20,39 @@ def add_parser(sub) -> None:
                     ("diversity", "distinct-1/2/3 and self-BLEU of samples")):
         e.add_argument(f"--{m}", action="store_true", help=what)
     e.add_argument("--all", action="store_true", help="every metric (the default when none is chosen)")
-    e.add_argument("--n-samples", type=int_in("--n-samples", 1, 10 ** 7), default=None,
+    e.add_argument("--n-samples", type=int_in(1, 10 ** 7), default=None,
                    help="generated samples for FPPL/RPPL/diversity (default: as many as the training split)")
     e.add_argument("--samples", default=None, metavar="FILE",
                    help="score these sentences (one per line) instead of generating samples")
     e.add_argument("--save-samples", default=None, metavar="FILE", help="write the generated samples here")
-    e.add_argument("--order", type=int_in("--order", 1, 6), default=5, help="n-gram order (default 5)")
+    e.add_argument("--order", type=int_in(1, 6), default=5, help="n-gram order (default 5)")
     e.add_argument("--estimator", choices=("auto", "lmplz", "builtin"), default="auto",
                    help="n-gram estimator (default auto: lmplz when installed, else built-in)")
     e.add_argument("--split", choices=("test", "valid"), default="test", help="real sentences (default test)")
-    e.add_argument("--max-sentences", "--max-images", type=int_in("--max-sentences", 0, 10 ** 7),
+    e.add_argument("--max-sentences", "--max-images", type=int_in(0, 10 ** 7),
                    default=MAX_SENTENCES,
                    help=f"NLL / recon on the first M sentences (images: M images) of the split "
                         f"(default {MAX_SENTENCES}; 0 = all)")
-    e.add_argument("--importance-samples", "-K", type=int_in("--importance-samples", 1, 10 ** 5), default=None,
+    e.add_argument("--importance-samples", "-K", type=int_in(1, 10 ** 5), default=None,
                    help="importance samples per sentence (default 100)")
-    e.add_argument("--chains", type=int_in("--chains", 2, 10 ** 4), default=None,
+    e.add_argument("--chains", type=int_in(2, 10 ** 4), default=None,
                    help="posterior chains per sentence for the proposal (default 16)")
-    e.add_argument("--posterior-steps", type=int_in("--posterior-steps", 0, 10 ** 5), default=None,
+    e.add_argument("--posterior-steps", type=int_in(0, 10 ** 5), default=None,
                    help="posterior Langevin steps (default: the recipe's K1)")
-    e.add_argument("--posterior-step-size", type=float_in("--posterior-step-size", 0.0), default=None,
+    e.add_argument("--posterior-step-size", type=float_in(0.0), default=None,
                    help="posterior Langevin step size (default: the recipe's s1)")
-    e.add_argument("--inflation", type=float_in("--inflation", 0.0), default=None,
+    e.add_argument("--inflation", type=float_in(0.0), default=None,
                    help="proposal variance inflation factor (default 1.5)")
     e.add_argument("--covariance", choices=("diag", "full"), default=None, help="proposal covariance (diag)")
-    e.add_argument("--log-z-samples", type=int_in("--log-z-samples", 2, 10 ** 9), default=None,
+    e.add_argument("--log-z-samples", type=int_in(2, 10 ** 9), default=None,
                    help="Monte Carlo samples for log Z (default 100000)")
-    e.add_argument("--self-bleu-max", type=int_in("--self-bleu-max", 2, 10 ** 5), default=1000,
+    e.add_argument("--self-bleu-max", type=int_in(2, 10 ** 5), default=1000,
                    help="subsample size for self-BLEU (default 1000)")
     e.add_argument("--corpus", default=None, help="corpus name or directory (default: the run's recipe)")
     e.add_argument("--inception", default=None, metavar="PATH",
                    help="image runs: FID with the standard Inception features from this TorchScript file "
                         "(inception-2015-12-05.pt; nothing is downloaded)")
-    e.add_argument("--fid-samples", type=int_in("--fid-samples", 2, 10 ** 6), default=None,
+    e.add_argument("--fid-samples", type=int_in(2, 10 ** 6), default=None,
                    help="image runs: generated images for FID (default: as many as the split's images)")
     e.add_argument("--grids", default=None, metavar="DIR",
                    help="image runs: also write samples/reconstructions/chain PNG grids into DIR")
@@ -60,7 +60,7 @@ def add_parser(sub) -> None:
                    help="JSON report path (default: eval-<split>.json in the run directory)")
     e.add_argument("--seed", type=seed_type, default=0)
     e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
-    e.add_argument("--threads", type=int_in("--threads", 1, 1024), default=1,
+    e.add_argument("--threads", type=int_in(1, 1024), default=1,
                    help="torch CPU threads (default 1: small models gain nothing from more, and on a busy "
                         "machine extra threads spin against each other)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")

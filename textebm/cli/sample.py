@@ -11,19 +11,19 @@ def add_parser(sub) -> None:
     s = sub.add_parser("sample", help="sample sentences from a trained model (one per line on stdout), or a PNG "
                                       "grid of images from an image model")
     s.add_argument("run", help="run directory, saved model directory, or checkpoint file")
-    s.add_argument("-n", type=int_in("-n", 1, 10 ** 7), default=10, help="number of sentences or images (default 10)")
-    s.add_argument("--steps", type=int_in("--steps", 0, 10 ** 6), default=None,
+    s.add_argument("-n", type=int_in(1, 10 ** 7), default=10, help="number of sentences or images (default 10)")
+    s.add_argument("--steps", type=int_in(0, 10 ** 6), default=None,
                    help="prior Langevin steps K0 (default: the recipe's)")
-    s.add_argument("--step-size", type=float_in("--step-size", 0.0), default=None,
+    s.add_argument("--step-size", type=float_in(0.0), default=None,
                    help="prior Langevin step size s0 (default: the recipe's)")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--temperature", type=float_in("--temperature", 0.0), default=None)
+    g.add_argument("--temperature", type=float_in(0.0), default=None)
     g.add_argument("--greedy", action="store_true", help="arg-max decoding")
-    s.add_argument("--top-k", type=int_in("--top-k", 0), default=None, help="keep the k most likely tokens (0 = all)")
-    s.add_argument("--top-p", type=float_in("--top-p", 0.0, 1.0), default=None,
+    s.add_argument("--top-k", type=int_in(0), default=None, help="keep the k most likely tokens (0 = all)")
+    s.add_argument("--top-p", type=float_in(0.0, 1.0), default=None,
                    help="nucleus: the smallest set of tokens with probability >= P, 0 < P <= 1")
-    s.add_argument("--max-len", type=int_in("--max-len", 1, 10 ** 5), default=None)
-    s.add_argument("--batch-size", type=int_in("--batch-size", 1, 10 ** 6), default=256)
+    s.add_argument("--max-len", type=int_in(1, 10 ** 5), default=None)
+    s.add_argument("--batch-size", type=int_in(1, 10 ** 6), default=256)
     s.add_argument("--seed", type=seed_type, default=0)
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", help="image models: the PNG grid to write (default samples.png)")
