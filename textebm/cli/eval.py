@@ -51,7 +51,8 @@ def add_parser(sub) -> None:
     e.add_argument("--corpus", default=None, help="corpus name or directory (default: the run's recipe)")
     e.add_argument("--inception", default=None, metavar="PATH",
                    help="image runs: FID with the standard Inception features from this TorchScript file "
-                        "(inception-2015-12-05.pt; nothing is downloaded)")
+                        "(inception-2015-12-05.pt; nothing is downloaded). A TorchScript file is a program: "
+                        "pass only one you trust")
     e.add_argument("--fid-samples", type=int_in(2, 10 ** 6), default=None,
                    help="image runs: generated images for FID (default: as many as the split's images)")
     e.add_argument("--grids", default=None, metavar="DIR",
