@@ -24,7 +24,7 @@ from hypothesis import strategies as st  # noqa: E402
 from textebm.cli import main  # noqa: E402
 from textebm.config import Recipe, dump_recipe  # noqa: E402
 
-from conftest import tiny_recipe  # noqa: E402
+from conftest import ROOT, tiny_recipe  # noqa: E402
 
 N_CASES = int(os.environ.get("TEXTEBM_FUZZ_CASES", "500"))
 
@@ -227,9 +227,11 @@ def argv(draw, w):
 
 
 # ---- the property ------------------------------------------------------------------------------------------
-def test_cli_never_crashes_and_touches_only_run_directories(world):
+def test_cli_never_crashes_and_touches_only_run_directories(world, monkeypatch):
     w = world
     before = _tree(w["inputs"])
+    repo_before = sorted(p.name for p in ROOT.iterdir())
+    monkeypatch.chdir(w["runs"])  # relative output paths (e.g. --out -1) land in the run area
 
     @settings(max_examples=N_CASES, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
@@ -250,3 +252,4 @@ def test_cli_never_crashes_and_touches_only_run_directories(world):
         assert _tree(w["inputs"]) == before, args
 
     check()
+    assert sorted(p.name for p in ROOT.iterdir()) == repo_before

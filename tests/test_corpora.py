@@ -16,7 +16,7 @@ import torch
 from textebm.data import CORPORA, CorpusError, WordVocab, load_corpus, load_tokenizer, pad_batch
 from textebm.data import benchmarks as B
 from textebm.data.corpus import read_lines
-from textebm.train import encode_sentences
+from textebm.data import encode_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -324,7 +324,7 @@ def test_sentencepiece_deterministic_and_size_error(spm_train, tmp_path):
 def test_recipe_builds_a_sentencepiece_tokenizer(spm_train, tmp_path):
     from textebm.config import Recipe, apply_overrides
     from textebm.data.spm import SentencePieceTokenizer
-    from textebm.train import build_tokenizer
+    from textebm.data import build_tokenizer
 
     r = apply_overrides(Recipe(), ["data.tokenizer=sentencepiece", "data.spm_vocab_size=36"])
     tok = build_tokenizer(r, spm_train)

@@ -4,6 +4,7 @@ import math
 import struct
 import zlib
 from collections import Counter
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -261,13 +262,9 @@ def read_png_size(path):
         chunks[kind] += body
         pos += 12 + n
     w, h = struct.unpack(">II", chunks[b"IHDR"][:8])
-    assert len(zlib.decompress(chunks[b"IDAT"])) == h * (1 + 3 * w) and b"IEND" in chunks
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[chunks[b"IHDR"][9]]  # 8-bit gray, RGB, gray + alpha, RGBA
+    assert len(zlib.decompress(chunks[b"IDAT"])) == h * (1 + channels * w) and b"IEND" in chunks
     return w, h
-
-
-def test_png_line_plot(tmp_path):
-    p = report.write_line_plot_png(tmp_path / "p.png", [3.0, 1.0, -2.5, float("nan"), 4.0], width=200, height=120)
-    assert read_png_size(p) == (200, 120)
 
 
 # ---- the command line -------------------------------------------------------------------------------------
@@ -300,14 +297,16 @@ def test_eval_command_end_to_end(tiny_run, tmp_path):
 
 def test_chain_command_end_to_end(tiny_run, tmp_path):
     png, js = tmp_path / "chain.png", tmp_path / "chain.json"
-    p = run_cli("chain", str(tiny_run), "--steps", "30", "--every", "10", "--seed", "1", "--out", str(png),
-                "--json", str(js))
+    plots = find_spec("matplotlib") is not None  # the --out plot needs the [plots] extra
+    p = run_cli("chain", str(tiny_run), "--steps", "30", "--every", "10", "--seed", "1",
+                *(["--out", str(png)] if plots else []), "--json", str(js))
     assert p.returncode == 0, p.stderr
     rows = [l for l in p.stdout.splitlines() if l.startswith("| ") and not l.startswith("| step")]
     assert [int(l.split("|")[1]) for l in rows] == [0, 10, 20, 30]
     res = json.loads(js.read_text())
     assert len(res["trace"]) == 31 and res["rows"][2]["log_density"] == res["trace"][20]
-    assert read_png_size(png) == (640, 360)
+    if plots:
+        assert read_png_size(png) == (640, 400)
     # the reported log-density is prior.log_prob_unnormalized at the decoded z; the same seed, the same chain
     model = LatentEBMModel.from_pretrained(tiny_run)
     z = torch.tensor([r["z"] for r in res["rows"]])

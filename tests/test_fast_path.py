@@ -23,7 +23,7 @@ def trainer(toy_corpus, tmp_path):
 
 
 def test_posterior_and_prior_samples_match_the_reference_with_the_same_noise(trainer):
-    x = trainer.batcher.next()
+    x = trainer.data.next().x
     m = trainer.model.eval()
     s = trainer.recipe.sampling
     z0 = m.prior.sample_reference(x.shape[0], generator=torch.Generator().manual_seed(0))
@@ -40,7 +40,7 @@ def test_posterior_and_prior_samples_match_the_reference_with_the_same_noise(tra
 
 
 def test_one_training_iteration_matches_the_reference(trainer):
-    x = trainer.batcher.next()
+    x = trainer.data.next().x
     s = trainer.recipe.sampling
     ref_model = copy.deepcopy(trainer.model)
     opt_dec = torch.optim.Adam(ref_model.decoder.parameters(), **{k: v for k, v in trainer.opt_dec.defaults.items()
@@ -65,14 +65,15 @@ def test_sampling_freezes_parameters_and_restores_them(trainer):
     before = {n: p.requires_grad for n, p in m.named_parameters()}
     seen = []
 
-    class Spy:
-        def sample(self, log_prob, z0, generator=None, **kw):
-            seen.append(any(p.requires_grad for p in m.parameters()))
-            from textebm.sampling import langevin
-            return langevin(log_prob, z0, 2, 0.1, generator=generator)
+    from textebm.sampling import Langevin
 
-    m.sample_posterior(trainer.batcher.next(), sampler=Spy())
-    assert seen == [False]
+    class Spy(Langevin):
+        def step(self, *args, **kwargs):
+            seen.append(any(p.requires_grad for p in m.parameters()))
+            return super().step(*args, **kwargs)
+
+    m.sample_posterior(trainer.data.next().x, sampler=Spy(), n_steps=2)
+    assert seen == [False, False]
     assert {n: p.requires_grad for n, p in m.named_parameters()} == before
     assert all(p.grad is None for p in m.parameters())
     with pytest.raises(RuntimeError):
@@ -85,14 +86,14 @@ def test_sampling_freezes_parameters_and_restores_them(trainer):
 def test_compiled_sampling_gives_the_same_chain(trainer):
     """sampling.compile: torch.compile of the posterior log-density draws the same z under the same noise.
     (Slow: compiling takes tens of seconds on CPU; needs a C++ compiler for inductor.)"""
-    x = trainer.batcher.next()
+    x = trainer.data.next().x
     m = trainer.model.eval()
     z0 = m.prior.sample_reference(x.shape[0], generator=torch.Generator().manual_seed(0))
     eager = m.sample_posterior(x, z0=z0, n_steps=8, step_size=0.1, generator=torch.Generator().manual_seed(1))
     m.compile_sampling("default")
     try:
         compiled = m.sample_posterior(x, z0=z0, n_steps=8, step_size=0.1, generator=torch.Generator().manual_seed(1))
-        again = m.sample_posterior(trainer.batcher.next(), z0=z0, n_steps=2, step_size=0.1)  # a new batch works
+        again = m.sample_posterior(trainer.data.next().x, z0=z0, n_steps=2, step_size=0.1)  # a new batch works
     finally:
         m.compile_sampling(None)
     assert (eager - z0).abs().max() > 0.05

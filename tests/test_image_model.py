@@ -153,7 +153,7 @@ def test_anomaly_pipeline_ranks_the_held_out_class_first(pattern_npz, tmp_path):
     r = _image_recipe(pattern_npz, "data.held_out_class=4", "train.steps=150", "train.eval_every=150",
                       "train.save_every=150")
     t = Trainer(r, tmp_path / "run", progress=False)
-    assert not bool((t.images.train_labels == 4).any())
+    assert not bool((t.data.images.train_labels == 4).any())
     t.run()
     model = LatentEBMModel.from_pretrained(tmp_path / "run").eval()
     rep = evaluate_image_run(model, split="test", seed=0)
@@ -164,7 +164,7 @@ def test_anomaly_pipeline_ranks_the_held_out_class_first(pattern_npz, tmp_path):
     assert 0 < rep["mse"] < 1
     # a scorer that ignores the image is at chance level: the pipeline's AUROC is not an artefact
     rng = np.random.default_rng(0)
-    y = t.images.test_labels.numpy()
+    y = t.data.images.test_labels.numpy()
     assert abs(auroc(rng.standard_normal(len(y)), y) - 0.5) < 0.2
 
 
@@ -280,7 +280,7 @@ def test_image_run_resumes_exactly(pattern_npz, tmp_path):
 def test_compiled_image_sampling_gives_the_same_chain(pattern_npz, tmp_path):
     r = _image_recipe(pattern_npz, "train.steps=1", "sampling.compile=default")
     t = Trainer(r, tmp_path / "run", progress=False)
-    x = t.batcher.next()
+    x = t.data.next().x
     z0 = torch.randn(x.shape[0], 8, generator=torch.Generator().manual_seed(0))
     compiled = t.model.sample_posterior(x, z0=z0, n_steps=6, step_size=0.1, generator=torch.Generator().manual_seed(1))
     t.model.compile_sampling(None)

@@ -122,7 +122,7 @@ def test_generation_greedy_topk_nucleus_and_max_len():
 def test_one_training_step_raises_f_on_posterior_relative_to_prior(toy_corpus, tmp_path):
     tr = Trainer(tiny_recipe(toy_corpus), tmp_path / "r", device="cpu", progress=False)
     prior = tr.model.prior
-    x = tr.batcher.next()
+    x = tr.data.next().x
     torch.manual_seed(0)
     z_pos, z_neg = tr.sample_posterior(x), tr.sample_prior(x.shape[0])
     gap = lambda: float((prior.f(z_pos).mean() - prior.f(z_neg).mean()).detach())
@@ -250,7 +250,7 @@ def test_fused_token_likelihood_is_exact_where_the_target_probability_underflows
 
 def test_bf16_autocast_training_step_runs_and_keeps_fp32_state(toy_corpus, tmp_path):
     tr = Trainer(tiny_recipe(toy_corpus, "train.amp=bf16"), tmp_path / "r", device="cpu", progress=False)
-    x = tr.batcher.next()
+    x = tr.data.next().x
     z = tr.sample_posterior(x)
     assert z.dtype == torch.float32 and torch.isfinite(z).all()
     st = tr.train_step(x)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import os
+import platform
+import shutil
 import stat
 
 import numpy as np
@@ -12,9 +15,10 @@ import pytest
 
 kenlm = pytest.importorskip("kenlm")
 
-from textebm.eval import ngram  # noqa: E402
 from textebm.eval.ngram import (  # noqa: E402
+    MAX_ORDER,
     LmplzError,
+    ModelFormatError,
     TrainResult,
     find_lmplz,
     install_lmplz,
@@ -24,6 +28,8 @@ from textebm.eval.ngram import (  # noqa: E402
     train_builtin,
     train_lmplz,
 )
+from textebm.eval.ngram.arpa import format_f32  # noqa: E402
+from textebm.eval.ngram.libm import log10f  # noqa: E402
 
 
 # ---------------------------------------------------------------------------
@@ -309,7 +315,7 @@ def test_auto_falls_back_when_lmplz_fails(tmp_path):
 
 def test_install_lmplz_is_idempotent_and_reports_missing_deps(tmp_path, monkeypatch, capsys):
     cache = tmp_path / "cache"
-    monkeypatch.setattr(ngram.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(LmplzError, match="libboost-program-options-dev"):
         install_lmplz(cache_dir=cache)
     fake = cache / "bin" / "lmplz"
@@ -327,8 +333,8 @@ def test_float_formatting_round_trips():
     rng = np.random.default_rng(0)
     x = (-rng.random(20000) * rng.choice([1e-5, 1e-2, 1.0, 10.0, 300.0], 20000)).astype(np.float32)
     x = np.concatenate([x, np.float32([0, -1, -0.30103, -12.5, -120, -1e-7, -99])])
-    texts = ngram._format_f32(x)
-    assert ngram._format_f32(np.float32([-2.5885976e-7, 1500, 0, -0.000003])) == [
+    texts = format_f32(x)
+    assert format_f32(np.float32([-2.5885976e-7, 1500, 0, -0.000003])) == [
         b"-2.5885976e-7", b"1500", b"0", b"-0.000003"]  # lmplz's style
     assert np.array_equal(np.array([float(t) for t in texts], dtype=np.float32), x)
     for v, t in zip(x.tolist()[:3000], texts):  # shortest, as numpy's repr
@@ -351,6 +357,139 @@ def test_cli(tmp_path, capsys):
     with pytest.raises(FileNotFoundError):
         ngram_main(["train", "--order", "2", "--input", str(tmp_path / "x.txt"),
                     "--output", str(out)])
+
+
+def test_ppl_rejects_files_that_are_not_models(tmp_path):
+    text = write_lines(tmp_path / "t.txt", ["a b", "b a"])
+    rand = tmp_path / "random.bin"
+    rand.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    empty = tmp_path / "empty.arpa"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.arpa"
+    truncated.write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1\ta\n")
+    folder = tmp_path / "folder.arpa"
+    folder.mkdir()
+    for bad in (text, rand, empty, truncated, folder):
+        for call in (lambda: perplexity(bad, ["a b"]),
+                     lambda: ngram_main(["ppl", str(bad), str(text)])):
+            with pytest.raises(ModelFormatError) as info:
+                call()
+            assert isinstance(info.value, ValueError)
+            line = str(info.value).splitlines()[0]
+            assert str(bad) in line and "not an ARPA or KenLM binary model" in line, line
+    missing = tmp_path / "missing.arpa"
+    with pytest.raises(ValueError, match="language model not found: .*missing.arpa") as info:
+        ngram_main(["ppl", str(missing), str(text)])
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_ppl_text_errors(tmp_path):
+    arpa = train_builtin(2, ["a b", "b a"], tmp_path / "ok.arpa")
+    missing = tmp_path / "missing.txt"
+    with pytest.raises(FileNotFoundError, match="evaluation text not found: .*missing.txt"):
+        ngram_main(["ppl", str(arpa), str(missing)])
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="no sentences to score: .*empty.txt"):
+        ngram_main(["ppl", str(arpa), str(empty)])
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\u00e9 b\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8: .*latin1.txt") as info:
+        ngram_main(["ppl", str(arpa), str(latin1)])
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_train_errors(tmp_path):
+    text = write_lines(tmp_path / "t.txt", ["a b c", "b c d"])
+    out = tmp_path / "m.arpa"
+    with pytest.raises(FileNotFoundError, match="training text not found: .*nope.txt"):
+        ngram_main(["train", "--order", "2", "--input", str(tmp_path / "nope.txt"),
+                    "--output", str(out)])
+    with pytest.raises(FileNotFoundError, match="output directory does not exist: .*no-dir"):
+        ngram_main(["train", "--order", "2", "--input", str(text),
+                    "--output", str(tmp_path / "no-dir" / "m.arpa")])
+    with pytest.raises(ValueError, match="output is a directory"):
+        ngram_main(["train", "--order", "2", "--input", str(text), "--output", str(tmp_path)])
+    assert not (tmp_path / "no-dir").exists() and not out.exists()
+    for order in (0, MAX_ORDER + 1):  # the library rejects the order too
+        for estimator in ("builtin", "auto"):
+            with pytest.raises(ValueError, match="order"):
+                train(order, text, out, estimator=estimator)
+
+
+def _argparse_error(capsys, argv) -> str:
+    """Run ``ngram_main(argv)``, expect exit status 2 and one stderr line; return it."""
+    with pytest.raises(SystemExit) as info:
+        ngram_main(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and captured.out == "", captured
+    assert lines[0].startswith("textebm ngram: error: "), lines[0]
+    return lines[0]
+
+
+def test_cli_argument_errors_are_one_line(tmp_path, capsys):
+    text = str(write_lines(tmp_path / "t.txt", ["a b"]))
+    out = str(tmp_path / "m.arpa")
+    train_args = ["--input", text, "--output", out]
+    assert "required" in _argparse_error(capsys, [])
+    assert "invalid choice" in _argparse_error(capsys, ["bogus"])
+    assert "--input" in _argparse_error(capsys, ["train", "--order", "2"])
+    line = _argparse_error(capsys, ["train", "--order", "0"] + train_args)
+    assert line.startswith("textebm ngram: error: train: argument --order") and ">= 1" in line
+    too_high = ["train", "--order", str(MAX_ORDER + 1)] + train_args
+    assert f"<= {MAX_ORDER}" in _argparse_error(capsys, too_high)
+    assert "expected an integer" in _argparse_error(capsys, ["train", "--order", "x"] + train_args)
+    bad_estimator = ["train", "--order", "2", "--estimator", "srilm"] + train_args
+    assert "invalid choice" in _argparse_error(capsys, bad_estimator)
+    assert "text" in _argparse_error(capsys, ["ppl", "model.arpa"])
+    assert "unrecognized" in _argparse_error(capsys, ["ppl", "m", "t", "--bogus"])
+    assert not os.path.exists(out)
+    for argv in (["--help"], ["train", "--help"], ["ppl", "-h"]):
+        with pytest.raises(SystemExit) as info:
+            ngram_main(argv)
+        assert info.value.code == 0
+        assert "usage: textebm ngram" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# glibc's log10f (what lmplz writes), emulated bit for bit
+# ---------------------------------------------------------------------------
+
+
+def _libm_log10f():
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not a glibc system")
+    try:
+        libm = ctypes.CDLL("libm.so.6")
+    except OSError as exc:
+        pytest.skip(f"cannot load libm: {exc}")
+    fn = libm.log10f
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    return fn
+
+
+def test_log10f_matches_glibc_bit_for_bit():
+    libm_log10f = _libm_log10f()
+    rng = np.random.default_rng(7)
+    specials = np.float32([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan, 0.1, 0.5, 2.0, 10.0,
+                           np.finfo(np.float32).max, np.finfo(np.float32).tiny])
+    one = np.float32(1.0)
+    near_one = np.concatenate([np.nextafter(np.full(300, one), np.float32(0)),
+                               np.nextafter(np.full(300, one), np.float32(2))])
+    near_one = one + (near_one - one) * np.arange(1, 601, dtype=np.float32)  # k ulps from 1
+    powers = np.ldexp(np.float32(1.0), np.arange(-149, 128)).astype(np.float32)
+    subnormal = rng.integers(1, 1 << 23, 1000).astype(np.uint32).view(np.float32)
+    any_bits = rng.integers(0, 1 << 32, 3000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    unit = rng.random(15000, dtype=np.float32)  # probabilities and backoffs
+    x = np.concatenate([specials, near_one, powers, subnormal, any_bits, unit]).astype(np.float32)
+    want = np.array([libm_log10f(float(v)) for v in x.tolist()], dtype=np.float32)
+    got = log10f(x)
+    bad = np.flatnonzero(got.view(np.uint32) != want.view(np.uint32))
+    assert len(bad) == 0, [(float(x[i]), float(got[i]), float(want[i])) for i in bad[:5]]
+    assert got.dtype == np.float32 and log10f(x.reshape(2, -1)).shape == (2, len(x) // 2)
+    assert np.count_nonzero(np.log10(unit) != want[-len(unit):]) > 0  # numpy's log10 is not glibc's
 
 
 # ---------------------------------------------------------------------------

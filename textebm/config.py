@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 
+SCHEDULES = ("constant", "linear", "geometric", "cosine")   # textebm.sampling.schedules.KINDS
+SAMPLER_NAMES = ("langevin", "mala", "sghmc", "svgd")        # textebm.sampling.SAMPLERS
+REPORT_TO = ("jsonl", "tensorboard")                          # textebm.metrics_log.BACKENDS
+
+
 class ConfigError(ValueError):
     """A recipe is malformed; the message names the key and what was expected (always one line)."""
 
@@ -55,18 +60,22 @@ class ModelConfig:
     dropout_in: float = 0.5
     dropout_out: float = 0.5
     init_range: float = 0.1
+    word_dropout: float = 0.0          # text decoders: replace this fraction of input words by <unk> while
+                                       # training the decoder (Bowman et al. 2016); 0 = off
     ngf: int = 64                      # conv decoder: base channel width
     likelihood_sigma: float = 0.3      # conv decoder: std of the Gaussian pixel likelihood
     decoder_args: Dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the decoder
 
     _choices = {"decoder": ("lstm", "transformer", "conv")}
     _ranges = {"latent_dim": (1, None), "embed_dim": (1, None), "hidden_dim": (1, None),
-               "dropout_in": (0.0, 1.0), "dropout_out": (0.0, 1.0), "init_range": (0.0, None), "ngf": (1, None),
-               "likelihood_sigma": (1e-12, None)}
+               "dropout_in": (0.0, 1.0), "dropout_out": (0.0, 1.0), "word_dropout": (0.0, 0.99),
+               "init_range": (0.0, None), "ngf": (1, None), "likelihood_sigma": (1e-12, None)}
 
 
 @dataclass
 class PriorConfig:
+    kind: str = "ebm"                  # ebm: exp(f_alpha(z)) N(0, sigma0^2 I) / Z;  gaussian: N(0, sigma0^2 I),
+                                       # fixed (the same model without the energy tilt, for ablations)
     hidden: int = 200
     n_layers: int = 2
     activation: str = "leaky_relu"
@@ -79,24 +88,48 @@ class PriorConfig:
     sampler_args: Dict[str, Any] = field(default_factory=dict)
     amortizer: Optional[str] = None
 
+    _choices = {"kind": ("ebm", "gaussian"), "sampler": SAMPLER_NAMES}
     _ranges = {"hidden": (1, None), "n_layers": (0, None), "sigma0": (1e-12, None)}
 
 
 @dataclass
 class SamplingConfig:
+    # A chain's step size follows a schedule from *_step_size to *_step_size_end (null: constant) over its steps;
+    # *_noise scales the injected noise (1: Langevin at the model's temperature, 0: gradient ascent).
     prior_steps: int = 60             # K0
     prior_step_size: float = 0.4      # s0
+    prior_step_size_end: Optional[float] = None
+    prior_schedule: str = "constant"  # constant | linear | geometric | cosine
+    prior_noise: float = 1.0
+    prior_persistent: int = 0         # > 0: persistent prior chains, a replay buffer of this many states
+    prior_reinit: float = 0.05        # persistent chains: fraction of rows restarted from N(0, sigma0^2 I)
     posterior_steps: int = 20         # K1
     posterior_step_size: float = 0.1  # s1
-    noise: bool = True
+    posterior_step_size_end: Optional[float] = None
+    posterior_schedule: str = "constant"
+    posterior_noise: float = 1.0
+    posterior_sampler: str = "langevin"  # langevin | mala | sghmc | svgd
+    posterior_sampler_args: Dict[str, Any] = field(default_factory=dict)
+    posterior_warm_start: bool = False  # each training example's chain starts from its last posterior sample
+    noise: bool = True                # false: no noise in either chain (both become gradient ascent)
     z_clamp: Optional[float] = None
+    check_every: int = 0              # also read a chain's divergence flags every N steps (0: once, at its end)
     on_nan: str = "raise"             # raise | skip (skip the batch and halve both step sizes)
     compile: str = "none"             # none | default | reduce-overhead | max-autotune: torch.compile the
                                       # posterior log-density (reduce-overhead uses CUDA graphs on GPU)
+    capture: str = "auto"             # auto | none | cuda_graph: run each chain as one captured CUDA graph per
+                                      # batch shape (auto: on CUDA devices, off on CPU)
+    capture_bucket: int = 8           # captured chains pad batches to a multiple of this many tokens
 
-    _choices = {"on_nan": ("raise", "skip"), "compile": ("none", "default", "reduce-overhead", "max-autotune")}
+    _choices = {"on_nan": ("raise", "skip"), "compile": ("none", "default", "reduce-overhead", "max-autotune"),
+                "prior_schedule": SCHEDULES, "posterior_schedule": SCHEDULES, "posterior_sampler": SAMPLER_NAMES,
+                "capture": ("auto", "none", "cuda_graph")}
     _ranges = {"prior_steps": (0, None), "posterior_steps": (0, None),
-               "prior_step_size": (1e-12, None), "posterior_step_size": (1e-12, None)}
+               "prior_step_size": (1e-12, None), "posterior_step_size": (1e-12, None),
+               "prior_step_size_end": (1e-12, None), "posterior_step_size_end": (1e-12, None),
+               "prior_noise": (0.0, None), "posterior_noise": (0.0, None), "prior_persistent": (0, None),
+               "prior_reinit": (0.0, 1.0), "check_every": (0, None), "capture_bucket": (1, None),
+               "z_clamp": (1e-12, None)}
 
 
 @dataclass
@@ -121,12 +154,31 @@ class TrainConfig:
     device: str = "auto"               # auto | cpu | cuda | cuda:N
     num_threads: Optional[int] = None  # torch CPU threads (null = torch's default)
     amp: str = "none"                  # none | bf16 | fp16: autocast the decoder; Langevin states stay fp32
+    deterministic: bool = False        # deterministic kernels (torch.use_deterministic_algorithms, cuDNN), so a
+                                       # resumed GPU run ends where an uninterrupted one does; slower on GPU
+    report_to: List[str] = field(default_factory=lambda: ["jsonl"])  # jsonl and/or tensorboard
+    # weight w of log p_alpha(z) in the posterior the chains sample, w log p_alpha(z) + log p_beta(x | z):
+    anneal: str = "none"               # none (w = 1) | linear (w rises from anneal_start to 1 over anneal_steps)
+                                       # | cyclical (Fu et al. 2019: anneal_cycles cycles over train.steps, w rising
+                                       # linearly over the first anneal_ratio of each, then 1)
+    anneal_start: float = 0.0
+    anneal_steps: int = 1000
+    anneal_cycles: int = 4
+    anneal_ratio: float = 0.5
+    pretrain_steps: int = 0            # first steps as an autoencoder: w = 0 (no prior term in the posterior) ...
+    pretrain_reset: bool = True        # ... then re-initialize the decoder (Li et al. 2019); chains and prior stay
+    latent_batches: int = 2            # latent diagnostics at every validation on this many batches (0 = off)
+    latent_chains: int = 8             # posterior chains per sentence for the diagnostics (mutual information, ...)
 
-    _choices = {"lr_schedule": ("constant", "cosine", "linear", "exponential"), "amp": ("none", "bf16", "fp16")}
+    _choices = {"lr_schedule": ("constant", "cosine", "linear", "exponential"), "amp": ("none", "bf16", "fp16"),
+                "anneal": ("none", "linear", "cyclical")}
     _ranges = {"lr_gamma": (1e-12, 1.0), "lr_decay_every": (1, None), "steps": (0, None), "batch_size": (1, None),
                "lr_decoder": (0.0, None), "lr_prior": (0.0, None),
                "log_every": (1, None), "eval_every": (1, None), "save_every": (1, None),
-               "keep_checkpoints": (1, None), "warmup_steps": (0, None)}
+               "keep_checkpoints": (1, None), "warmup_steps": (0, None), "anneal_start": (0.0, 1.0),
+               "anneal_steps": (1, None), "anneal_cycles": (1, None), "anneal_ratio": (1e-6, 1.0),
+               "pretrain_steps": (0, None), "latent_batches": (0, None), "latent_chains": (2, None),
+               "grad_clip": (1e-12, None), "weight_decay": (0.0, None)}
 
 
 @dataclass
@@ -241,11 +293,25 @@ def validate(obj, where: str = "recipe") -> None:
 
 
 def check_recipe(recipe: "Recipe") -> None:
-    """Checks that span sections (a conv decoder needs image data, a text decoder needs text)."""
+    """Checks that span keys or sections (a conv decoder needs image data, a text decoder needs text)."""
     image_decoder = recipe.model.decoder == "conv"
     if image_decoder != (recipe.data.kind == "image"):
         raise ConfigError(f"model.decoder {recipe.model.decoder!r} does not fit data.kind {recipe.data.kind!r}: "
                           f"images need model.decoder: conv, text needs lstm or transformer")
+    t, s = recipe.train, recipe.sampling
+    for name in ("betas_decoder", "betas_prior"):
+        b = getattr(t, name)
+        if len(b) != 2 or not all(0.0 <= v < 1.0 for v in b):
+            raise ConfigError(f"train.{name}: expected two numbers in [0, 1), got {b}")
+    bad = [b for b in t.report_to if b not in REPORT_TO]
+    if bad or not t.report_to:
+        raise ConfigError(f"train.report_to: {t.report_to!r}; choose one or more of {', '.join(REPORT_TO)}")
+    for which in ("prior", "posterior"):
+        if getattr(s, f"{which}_schedule") != "constant" and getattr(s, f"{which}_step_size_end") is None:
+            raise ConfigError(f"sampling.{which}_schedule: {getattr(s, f'{which}_schedule')} needs "
+                              f"sampling.{which}_step_size_end")
+    if recipe.prior.kind == "gaussian" and (recipe.prior.amortizer or s.prior_persistent):
+        raise ConfigError("prior.kind: gaussian draws exact samples; it takes no amortizer and no persistent chains")
 
 
 def to_dict(obj) -> dict:

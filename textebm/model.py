@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from .decoders import DECODERS, build_decoder, split_log_prob
-from .prior import LatentEBMPrior, build_prior
-from .sampling import Samples, frozen, langevin
+from .prior import GaussianPrior, LatentEBMPrior, build_prior
+from .sampling import Samples, Schedule, frozen, get_sampler, run_chain
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -49,11 +49,13 @@ class LatentEBMModel(nn.Module):
         return next(self.parameters()).device
 
     # ---- densities -------------------------------------------------------------------------------------
-    def posterior_log_prob(self, x) -> Callable[[torch.Tensor], torch.Tensor]:
-        """z -> log p_alpha(z) + log p_beta(x | z) (unnormalized), reusing per-batch decoder work."""
+    def posterior_log_prob(self, x, prior_weight: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor]:
+        """z -> w log p_alpha(z) + log p_beta(x | z) (unnormalized; w = 1 is the posterior), reusing per-batch
+        decoder work. ``prior_weight`` w < 1 anneals the prior term (a warm-up against posterior collapse)."""
         dec_fn, ctx = split_log_prob(self.decoder, x)
         density, prior = self._compiled_log_prob or _posterior_density, self.prior
-        return lambda z: density(prior, dec_fn, ctx, z)
+        w = float(prior_weight)
+        return lambda z: density(prior, dec_fn, ctx, z, w)
 
     def compile_sampling(self, mode: Optional[str] = "default") -> None:
         """Compile the posterior log-density (prior + decoder, forward and backward) with ``torch.compile``.
@@ -70,25 +72,30 @@ class LatentEBMModel(nn.Module):
         return self.prior.log_prob_unnormalized(z) + self.decoder.log_prob(x, z)
 
     # ---- sampling --------------------------------------------------------------------------------------
-    def sample_prior(self, n: int, n_steps: int = 60, step_size: float = 0.4, sampler=None,
+    def sample_prior(self, n: int, n_steps: Optional[int] = None, step_size=None, sampler=None,
                      generator: Optional[torch.Generator] = None, **kw) -> torch.Tensor:
-        """z ~ p_alpha by short-run MCMC from p0 (K0 = 60, s0 = 0.4 by default)."""
-        return self.prior.sample(n, sampler=sampler, n_steps=n_steps, step_size=step_size, generator=generator, **kw)
+        """z ~ p_alpha by the recipe's prior chain from p0 (K0 = 60, s0 = 0.4 without a recipe); any of the
+        chain's settings can be overridden (see :func:`chain_settings`)."""
+        cfg = chain_settings(self.recipe, "prior", n_steps=n_steps, step_size=step_size, sampler=sampler)
+        return self.prior.sample(n, generator=generator, **{**cfg, **kw})
 
-    def sample_posterior(self, x, n_steps: int = 20, step_size: float = 0.1, z0: Optional[torch.Tensor] = None,
+    def sample_posterior(self, x, n_steps: Optional[int] = None, step_size=None, z0: Optional[torch.Tensor] = None,
                          sampler=None, generator: Optional[torch.Generator] = None, return_samples: bool = False,
-                         **kw):
-        """z ~ p(z | x) by short-run MCMC from p0 (K1 = 20, s1 = 0.1 by default), or from ``z0``."""
+                         prior_weight: float = 1.0, **kw):
+        """z ~ p(z | x) by the recipe's posterior chain (K1 = 20 Langevin steps of s1 = 0.1 without a recipe) from
+        ``z0`` (default p0). ``n_steps``, ``step_size`` (a number or a schedule), ``sampler``, ``noise_scale``,
+        ``z_clamp`` override the recipe; other keywords go to :func:`textebm.sampling.run_chain` (``warm_start``,
+        ``index``, ``trace``, ...). ``prior_weight`` scales the prior term of the target (annealing)."""
         n = x.shape[0] if hasattr(x, "shape") else len(x)
         if z0 is None:
             z0 = self.prior.sample_reference(n, generator=generator)
+        cfg = chain_settings(self.recipe, "posterior", n_steps=n_steps, step_size=step_size, sampler=sampler)
+        cfg.update(kw)
+        chain = cfg.pop("sampler")
         with frozen(self):
-            target = self.posterior_log_prob(x)
-            if sampler is None:
-                out: Samples = langevin(target, z0, n_steps, step_size, generator=generator,
-                                        name="posterior langevin", **kw)
-            else:
-                out = sampler.sample(target, z0, generator=generator, **kw)
+            out: Samples = run_chain(chain, self.posterior_log_prob(x, prior_weight), z0, cfg.pop("n_steps"),
+                                     cfg.pop("step_size"), generator=generator,
+                                     name=cfg.pop("name", f"posterior {chain.name}"), **cfg)
         return out if return_samples else out.z
 
     @torch.no_grad()
@@ -106,19 +113,12 @@ class LatentEBMModel(nn.Module):
         return out
 
     @torch.no_grad()
-    def reconstruct(self, x, n_steps: int = 20, step_size: float = 0.1,
+    def reconstruct(self, x, n_steps: Optional[int] = None, step_size=None,
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Images decoded at a posterior sample: g(z+) with z+ ~ p(z | x) by short-run Langevin."""
+        """Images decoded at a posterior sample: g(z+) with z+ ~ p(z | x) by the recipe's posterior chain."""
         with torch.enable_grad():
             z = self.sample_posterior(x, n_steps=n_steps, step_size=step_size, generator=generator)
         return self.decoder.mean(z)
-
-    @torch.no_grad()
-    def reconstruction_nll(self, x, n_steps: int = 20, step_size: float = 0.1,
-                           generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """-log p_beta(x | z+) per example at a posterior sample z+ (the reconstruction NLL)."""
-        z = self.sample_posterior(x, n_steps=n_steps, step_size=step_size, generator=generator)
-        return -self.decoder.log_prob(x, z)
 
     # ---- persistence -----------------------------------------------------------------------------------
     def save_pretrained(self, directory) -> Path:
@@ -153,7 +153,7 @@ class LatentEBMModel(nn.Module):
         from safetensors.torch import load_file
 
         from .config import ConfigError, Recipe, from_dict
-        from .data.vocab import load_tokenizer
+        from .data.tokenizers import load_tokenizer
         from .runs import load_state, read_json
 
         directory = Path(directory)
@@ -189,9 +189,42 @@ class LatentEBMModel(nn.Module):
         return model.to(device)
 
 
-def _posterior_density(prior, decoder_log_prob, ctx, z: torch.Tensor) -> torch.Tensor:
-    """log p_alpha(z) (unnormalized) + log p_beta(x | z), the decoder's part given as (fn, ctx) by split_log_prob."""
-    return prior.log_prob_unnormalized(z) + decoder_log_prob(ctx, z)
+def _posterior_density(prior, decoder_log_prob, ctx, z: torch.Tensor, prior_weight: float = 1.0) -> torch.Tensor:
+    """w log p_alpha(z) (unnormalized) + log p_beta(x | z), the decoder's part given as (fn, ctx) by
+    split_log_prob."""
+    lp = prior.log_prob_unnormalized(z)
+    return (lp if prior_weight == 1.0 else prior_weight * lp) + decoder_log_prob(ctx, z)
+
+
+def chain_settings(recipe, which: str, n_steps: Optional[int] = None, step_size=None, sampler=None) -> dict:
+    """The recipe's ``prior`` or ``posterior`` chain as keyword arguments of :func:`textebm.sampling.run_chain`:
+    ``sampler`` (built by name from the recipe), ``n_steps``, ``step_size`` (a :class:`Schedule`), ``noise_scale``
+    and ``z_clamp``; given values override. Without a recipe: Langevin, K0 = 60, s0 = 0.4 (prior) and
+    K1 = 20, s1 = 0.1 (posterior), Pang et al. (2020)."""
+    if which not in ("prior", "posterior"):
+        raise ValueError(f"which must be 'prior' or 'posterior', got {which!r}")
+    if recipe is None:
+        from .sampling import Langevin
+
+        cfg = dict(sampler=Langevin(), n_steps=60 if which == "prior" else 20,
+                   step_size=0.4 if which == "prior" else 0.1, noise_scale=1.0, z_clamp=None)
+    else:
+        s = recipe.sampling
+        if which == "prior":
+            name, args = recipe.prior.sampler, dict(recipe.prior.sampler_args)
+            k, sched = s.prior_steps, Schedule(s.prior_schedule, s.prior_step_size, s.prior_step_size_end)
+            scale = s.prior_noise
+        else:
+            name, args = s.posterior_sampler, dict(s.posterior_sampler_args)
+            k, sched = s.posterior_steps, Schedule(s.posterior_schedule, s.posterior_step_size,
+                                                   s.posterior_step_size_end)
+            scale = s.posterior_noise
+        cfg = dict(sampler=get_sampler(name, **args), n_steps=k, step_size=sched,
+                   noise_scale=scale if s.noise else 0.0, z_clamp=s.z_clamp)
+    for key, value in (("n_steps", n_steps), ("step_size", step_size), ("sampler", sampler)):
+        if value is not None:
+            cfg[key] = value
+    return cfg
 
 
 def build_model(recipe, tokenizer=None) -> LatentEBMModel:

@@ -113,12 +113,13 @@ class LatentEBMPrior(nn.Module):
         device = device if device is not None else self.net[0].weight.device
         return self.sigma0 * torch.randn(n, self.latent_dim, generator=generator, device=device)
 
-    def sample(self, n: int, sampler=None, n_steps: int = 60, step_size: float = 0.4, z0=None,
+    def sample(self, n: int, sampler=None, n_steps: int = 60, step_size=0.4, z0=None,
                generator: Optional[torch.Generator] = None, return_samples: bool = False, **kwargs):
         """Draw n samples by short-run MCMC on log p_alpha started at p0 (or at ``z0``).
 
-        ``sampler`` is any object with ``sample(log_prob, z0, ...)`` (default: Langevin with ``n_steps`` and
-        ``step_size``, the paper's K0 = 60, s0 = 0.4).
+        ``sampler`` is any sampler object (default Langevin); ``n_steps`` and ``step_size`` (a number or a
+        schedule) default to the paper's K0 = 60, s0 = 0.4; other keywords go to
+        :func:`textebm.sampling.run_chain` (``noise_scale``, ``warm_start``, ``trace``, ...).
         """
         from .sampling import Langevin, frozen
 
@@ -128,9 +129,11 @@ class LatentEBMPrior(nn.Module):
             z0 = self.sample_reference(n, generator=generator)
         else:
             self._check(z0)
-        sampler = sampler if sampler is not None else Langevin(n_steps=n_steps, step_size=step_size)
+        sampler = sampler if sampler is not None else Langevin()
+        kwargs.setdefault("name", f"prior {getattr(sampler, 'name', 'sampler')}")
         with frozen(self):
-            out = sampler.sample(self.log_prob_unnormalized, z0, generator=generator, **kwargs)
+            out = sampler.sample(self.log_prob_unnormalized, z0, n_steps=n_steps, step_size=step_size,
+                                 generator=generator, **kwargs)
         return out if return_samples else out.z
 
     # ---- normalizer ------------------------------------------------------------------------------------

@@ -238,7 +238,7 @@ def load_model(path, device="cpu"):
     """A :class:`~textebm.model.LatentEBMModel` from a saved-model directory, a run directory (its newest
     checkpoint) or a checkpoint file. Errors name the path and what was expected there."""
     from .config import Recipe, from_dict
-    from .data.vocab import load_tokenizer
+    from .data.tokenizers import load_tokenizer
     from .model import LatentEBMModel, build_model
 
     p = Path(path)

@@ -12,7 +12,7 @@ import sys
 
 from .common import Parser, UserError
 
-COMMANDS = ("train", "sample", "eval", "chain", "ngram")
+COMMANDS = ("train", "sample", "eval", "chain", "ngram", "plot")
 
 
 def _module(name: str):
@@ -48,7 +48,12 @@ def _is_user_error(e: BaseException) -> bool:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv[:1] == ["ngram"]:  # its own parser handles everything after the word, --help included
+        import argparse
+
+        args = argparse.Namespace(command="ngram", args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return _module(args.command).run(args)
     except KeyboardInterrupt:

@@ -26,7 +26,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..eval.report import markdown_chain, write_json, write_line_plot_png
+    from ..eval.plots import plot_chain
+    from ..eval.report import markdown_chain, write_json
     from ..eval.text import long_run_chain
     from ..runs import load_model
     from .common import device
@@ -59,7 +60,8 @@ def run(args) -> int:
                          max_len=args.max_len)
     print(markdown_chain(res["rows"]))
     if args.out:
-        write_line_plot_png(args.out, res["trace"], xlabel="step", ylabel="log density")
+        plot_chain(res["trace"], args.out,
+                   title=f"prior Langevin chain of {Path(args.run).resolve().name}, seed {args.seed}")
         log(f"plot: {args.out}")
     if args.json:
         write_json(args.json, res)

@@ -1,10 +1,17 @@
 """Length-bucketed batches of token ids; padding never reaches the likelihood (decoders mask ``pad_id``)."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
+
+
+class Batch(NamedTuple):
+    """A training batch and the training-split indices of its examples (for per-example chains)."""
+
+    x: torch.Tensor
+    index: torch.Tensor
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
@@ -67,6 +74,10 @@ class BucketBatcher:
 
     def next(self) -> torch.Tensor:
         """The next batch, starting a new epoch when one ends (infinite stream)."""
+        return self.next_batch().x
+
+    def next_batch(self) -> Batch:
+        """The next batch with its examples' indices, starting a new epoch when one ends (infinite stream)."""
         if self._batches is None:
             self._batches = self._plan()
         W = self.world_size
@@ -79,7 +90,7 @@ class BucketBatcher:
                                  f"use a smaller batch size or fewer processes")
         b = self._batches[self.index + self.rank]
         self.index += W
-        return self.batch(b)
+        return Batch(self.batch(b), torch.as_tensor(b, dtype=torch.long))
 
     def __iter__(self):
         """One pass over the data in the current plan (used for evaluation)."""

@@ -19,18 +19,17 @@ With no local copy and no reachable Hub the loaders raise :class:`CorpusError` s
 from __future__ import annotations
 
 import html
-import os
 import re
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .corpus import SPLITS, Corpus, CorpusError, _find_split, load_local_dir, repo_data_dir
+from .corpus import SPLITS, Corpus, CorpusError, find_split, load_local_dir, repo_data_dir
+from .hub import HUB_SPLITS, column, hub_split, load_hub
 
 #: a word is a run of letters/digits, possibly joined by internal apostrophes or hyphens ("don't", "x-ray");
 #: every other non-space character (punctuation, symbols) is a token of its own.
 TOKEN_PATTERN = re.compile(r"\w+(?:['\-]\w+)*|[^\w\s]")
 _TAG = re.compile(r"<[^>]{0,200}>")
-HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
 
 
 def simple_tokenize(text: str, lower: bool = True) -> List[str]:
@@ -50,7 +49,7 @@ def _local_dir(name: str, data_dir) -> Path:
 
 
 def _has_local_copy(directory: Path, prefixes: Sequence[str]) -> bool:
-    return directory.is_dir() and _find_split(directory, "train", prefixes=tuple(prefixes)) is not None
+    return directory.is_dir() and find_split(directory, "train", prefixes=tuple(prefixes)) is not None
 
 
 def _file_hint(files: str, directory: Path) -> str:
@@ -60,52 +59,6 @@ def _file_hint(files: str, directory: Path) -> str:
 def _check_source(source: str) -> None:
     if source not in ("auto", "local", "hub"):
         raise CorpusError(f"source must be 'auto', 'local' or 'hub', got {source!r}")
-
-
-def _offline_flags_set() -> bool:
-    truthy = ("1", "on", "yes", "true")
-    return any(os.environ.get(v, "").strip().lower() in truthy for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def _load_hub(label: str, hub_name: str, hub_config: Optional[str], hint: str):
-    """``datasets.load_dataset(hub_name, hub_config)``; every failure becomes a CorpusError with ``hint``."""
-    try:
-        import datasets
-    except ImportError:
-        raise CorpusError(f"{label}: no local copy, and building it from the Hugging Face Hub needs the "
-                          f"`datasets` package (pip install datasets). {hint}") from None
-    try:
-        if hub_config:
-            return datasets.load_dataset(hub_name, hub_config)
-        return datasets.load_dataset(hub_name)
-    except Exception as e:  # datasets raises ConnectionError, FileNotFoundError, DatasetNotFoundError, ...
-        detail = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-        text = f"{type(e).__name__} {e}"
-        offline = _offline_flags_set() or bool(getattr(getattr(datasets, "config", None), "HF_HUB_OFFLINE", False))
-        if offline or "OfflineModeIsEnabled" in text:
-            why = "the Hugging Face Hub is unreachable (offline: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set)"
-        elif isinstance(e, (ConnectionError, TimeoutError)) or "Couldn't reach" in text:
-            why = "the Hugging Face Hub is unreachable"
-        else:
-            why = f"the Hub dataset {hub_name!r} could not be loaded"
-        raise CorpusError(f"{label}: no local copy and {why} ({detail}). {hint}") from None
-
-
-def _hub_split(ds, split: str, label: str, hub_name: str):
-    name = HUB_SPLITS[split]
-    try:
-        return ds[name]
-    except KeyError:
-        have = ", ".join(getattr(ds, "keys", lambda: [])())
-        raise CorpusError(f"{label}: the Hub dataset {hub_name!r} has no {name!r} split (it has: {have})") from None
-
-
-def _column(split_ds, field: str, label: str) -> List:
-    try:
-        return list(split_ds[field])
-    except KeyError:
-        cols = getattr(split_ds, "column_names", "?")
-        raise CorpusError(f"{label}: the Hub data has no field {field!r} (fields: {cols})") from None
 
 
 def _dispatch(name: str, label: str, data_dir, source: str, prefixes: Sequence[str], files: str,
@@ -145,10 +98,10 @@ def load_ptb(data_dir=None, source: str = "auto", hub_name: str = "ptb_text_only
     files = "ptb.train.txt, ptb.valid.txt, ptb.test.txt"
 
     def from_hub(hint: str) -> Corpus:
-        ds = _load_hub(label, hub_name, hub_config, hint)
+        ds = load_hub(label, hub_name, hub_config, hint)
         parts, stats = {}, {}
         for split in SPLITS:
-            rows = _column(_hub_split(ds, split, label, hub_name), "sentence", label)
+            rows = column(hub_split(ds, split, label, hub_name), "sentence", label)
             kept, blank, capped = [], 0, 0
             for text in rows:
                 words = str(text or "").split()
@@ -229,11 +182,11 @@ def load_snli(data_dir=None, source: str = "auto", max_words: Optional[int] = 15
     files = "snli.train.txt, snli.valid.txt, snli.test.txt (one sentence per line)"
 
     def from_hub(hint: str) -> Corpus:
-        ds = _load_hub(label, hub_name, hub_config, hint)
+        ds = load_hub(label, hub_name, hub_config, hint)
         parts, stats = {}, {}
         for split in SPLITS:
-            d = _hub_split(ds, split, label, hub_name)
-            prem, hyp = _column(d, "premise", label), _column(d, "hypothesis", label)
+            d = hub_split(ds, split, label, hub_name)
+            prem, hyp = column(d, "premise", label), column(d, "hypothesis", label)
             parts[split] = snli_sentences(zip(prem, hyp), max_words, stats, split)
             if not parts[split]:
                 raise CorpusError(f"{label}: no sentences left in the Hub {HUB_SPLITS[split]!r} split "
@@ -314,9 +267,9 @@ def load_yahoo(data_dir=None, source: str = "auto", max_words: Optional[int] = 2
     def from_hub(hint: str) -> Corpus:
         import numpy as np
 
-        ds = _load_hub(label, hub_name, hub_config, hint)
-        train_ds = _hub_split(ds, "train", label, hub_name)
-        test_ds = _hub_split(ds, "test", label, hub_name)
+        ds = load_hub(label, hub_name, hub_config, hint)
+        train_ds = hub_split(ds, "train", label, hub_name)
+        test_ds = hub_split(ds, "test", label, hub_name)
 
         for d in (train_ds, test_ds):
             missing = [f for f in fields if f not in getattr(d, "column_names", fields)]

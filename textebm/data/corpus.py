@@ -1,9 +1,8 @@
-"""Corpora: named benchmarks and local text files, each as train / valid / test lists of sentences.
+"""Corpora as files: train / valid / test lists of sentences read from local text files.
 
-A sentence is one line of whitespace-separated tokens. ``load_corpus(name_or_path, data_dir=None)`` resolves
-``grammar`` (the corpus bundled in ``data/grammar``), a named benchmark (see :data:`CORPORA`), or any local
-directory holding ``train.txt``, ``valid.txt``, ``test.txt`` (or a single file, split deterministically).
-The benchmarks ``ptb``, ``snli`` and ``yahoo`` live in :mod:`textebm.data.benchmarks`.
+A sentence is one line of whitespace-separated tokens. :func:`load_local_dir` reads a directory holding
+``train.txt``, ``valid.txt``, ``test.txt``; :func:`load_local_file` splits a single file deterministically. Named
+corpora (``grammar``, ``ptb``, ...) and :func:`~textebm.data.registry.load_corpus` are in :mod:`.registry`.
 
 Bad input never reaches training: a missing file or split, an empty file, a file with only blank lines and
 non-UTF-8 text raise :class:`CorpusError` naming the file and what was expected; blank lines, lines over a
@@ -11,11 +10,10 @@ word cap and (with ``bad_bytes="skip"``) undecodable lines are skipped and count
 """
 from __future__ import annotations
 
-import inspect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"train": ("train",), "valid": ("valid", "validation", "val", "dev"), "test": ("test",)}
@@ -113,7 +111,7 @@ def repo_data_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
-def _find_split(directory: Path, split: str, exts=(".txt",), prefixes=("",)) -> Optional[Path]:
+def find_split(directory: Path, split: str, exts=(".txt",), prefixes=("",)) -> Optional[Path]:
     for alias in SPLIT_ALIASES[split]:
         for pre in prefixes:
             for ext in exts:
@@ -138,7 +136,7 @@ def load_local_dir(directory, name: Optional[str] = None, prefixes=("",), lower:
     parts = {}
     missing = []
     for split in SPLITS:
-        p = _find_split(directory, split, prefixes=prefixes)
+        p = find_split(directory, split, prefixes=prefixes)
         if p is None:
             want = " or ".join(f"{pre}{a}.txt" for pre in prefixes for a in SPLIT_ALIASES[split])
             missing.append(f"{split} (a file named {want})")
@@ -169,78 +167,3 @@ def load_local_file(path, valid_fraction: float = 0.05, test_fraction: float = 0
     pick = lambda idx: [lines[i] for i in sorted(idx)]
     return Corpus(Path(path).stem, pick(perm[n_valid + n_test:]), pick(perm[:n_valid]),
                   pick(perm[n_valid:n_valid + n_test]), stats)
-
-
-def load_grammar(data_dir: Optional[str] = None, lower: bool = False, max_words: Optional[int] = None,
-                 over_cap: str = "drop", bad_bytes: str = "error") -> Corpus:
-    """The grammar corpus: from ``data_dir`` when given (it must hold train/valid/test files), else the bundled copy.
-
-    The bundled copy is ``data/grammar`` beside the package (or ``$TEXTEBM_DATA/grammar``); only when those files
-    are absent (an installed package without its data) is it regenerated, byte for byte, from its seed into the
-    user cache. A ``data_dir`` is never replaced by anything else: missing, empty or incomplete is an error.
-    The other options go to :func:`read_lines`.
-    """
-    options = dict(lower=lower, max_words=max_words, over_cap=over_cap, bad_bytes=bad_bytes)
-    if data_dir:
-        directory = Path(data_dir).expanduser()
-        if not directory.is_dir():
-            what = "is a file, not a directory" if directory.exists() else "not found"
-            raise CorpusError(f"grammar corpus: data directory {what}: {directory} (expected train.txt, valid.txt "
-                              f"and test.txt in it; leave --data-dir out to use the bundled corpus)")
-        return load_local_dir(directory, name="grammar", **options)
-    directory = repo_data_dir() / "grammar"
-    if not all((directory / f"{split}.txt").is_file() for split in SPLITS):
-        from .grammar import generate_corpus
-
-        cache = Path(os.environ.get("TEXTEBM_CACHE", Path.home() / ".cache" / "textebm")) / "grammar"
-        if not all((cache / f"{split}.txt").is_file() for split in SPLITS):
-            cache.mkdir(parents=True, exist_ok=True)
-            generate_corpus(cache, seed=0)
-        directory = cache
-    return load_local_dir(directory, name="grammar", **options)
-
-
-#: name -> loader(data_dir=None, **options) -> Corpus
-CORPORA: Dict[str, Callable[..., Corpus]] = {"grammar": load_grammar}
-
-
-def _call_with_options(loader: Callable[..., Corpus], what: str, *args, **kwargs) -> Corpus:
-    """Call a loader, turning unknown options into a CorpusError that lists the valid ones."""
-    try:
-        sig = inspect.signature(loader)
-    except (TypeError, ValueError):
-        sig = None
-    if sig is not None and not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
-        try:
-            sig.bind(*args, **kwargs)
-        except TypeError as e:
-            valid = [n for n, p in sig.parameters.items()
-                     if n not in ("data_dir", "directory", "path") and p.kind is not p.VAR_POSITIONAL]
-            raise CorpusError(f"{what}: {e}; valid data.options are: {', '.join(valid) or '(none)'}") from None
-    return loader(*args, **kwargs)
-
-
-def load_corpus(name_or_path: str, data_dir: Optional[str] = None, **options) -> Corpus:
-    """Load a corpus by name (``grammar``, benchmark names in :data:`CORPORA`) or from a local path.
-
-    ``options`` are the loader's keyword options (``data.options`` in a recipe); for a local directory or file
-    they are :func:`read_lines` options (``max_words``, ``over_cap``, ``bad_bytes``, ``lower``).
-    """
-    if name_or_path in CORPORA:
-        return _call_with_options(CORPORA[name_or_path], f"corpus {name_or_path!r}", data_dir=data_dir, **options)
-    if data_dir:
-        raise CorpusError(f"data.data_dir ({data_dir}) is only read for the named corpora {sorted(CORPORA)}; "
-                          f"data.corpus {name_or_path!r} is a path already: put the files there, or leave data_dir out")
-    p = Path(name_or_path).expanduser()
-    if p.is_dir():
-        return _call_with_options(load_local_dir, f"corpus directory {p}", p, **options)
-    if p.is_file():
-        return _call_with_options(load_local_file, f"corpus file {p}", p, **options)
-    raise CorpusError(f"unknown corpus {name_or_path!r}: not one of {sorted(CORPORA)} and not an existing "
-                      f"file or directory")
-
-
-# The named benchmarks register themselves here (imported last: benchmarks.py uses the helpers above).
-from .benchmarks import load_ptb, load_snli, load_yahoo  # noqa: E402
-
-CORPORA.update(ptb=load_ptb, snli=load_snli, yahoo=load_yahoo)

@@ -721,6 +721,90 @@ class PCFG:
         return "\n".join(lines)
 
 
+    # -- JSON ---------------------------------------------------------------------------------
+
+    def to_json(self, indent: Optional[int] = 1) -> str:
+        """The grammar as plain JSON: ``{"start": S, "rules": {lhs: [[prob, "rhs symbols"], ...], ...}}``.
+
+        Probabilities are written with Python's shortest round-trip float repr, so :meth:`from_json` gives
+        back exactly the same rule probabilities (and so identical ``log_probs``).
+        """
+        rules = {lhs: [[p, " ".join(rhs)] for p, rhs in alts] for lhs, alts in self.rules.items()}
+        return json.dumps({"start": self.start, "rules": rules}, indent=indent, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str, source: Optional[str] = None) -> "PCFG":
+        """Parse :meth:`to_json`'s format and build the grammar with the validating constructor.
+
+        A right-hand side is a whitespace-separated string of symbols (a list of symbol strings is accepted
+        too). Anything else (not JSON, a repeated nonterminal, a missing key, a non-numeric probability,
+        probabilities that do not sum to 1, ...) is a ``ValueError``; ``source`` (e.g. a file name) is put in
+        front of its message. Only data is read: no code is ever executed.
+        """
+        where = f"{source}: " if source else ""
+
+        def no_duplicates(pairs):
+            keys = [k for k, _ in pairs]
+            dup = sorted({k for k in keys if keys.count(k) > 1})
+            if dup:
+                raise ValueError(f"repeated key(s) {dup}")
+            return dict(pairs)
+
+        try:
+            data = json.loads(text, object_pairs_hook=no_duplicates)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}not valid JSON ({e})") from None
+        except ValueError as e:
+            raise ValueError(f"{where}not a grammar file: {e}") from None
+        expected = 'expected {"start": "S", "rules": {"S": [[1.0, "NP VP"], ...], ...}}'
+        if not isinstance(data, dict) or set(data) != {"start", "rules"}:
+            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"{where}not a grammar file: {expected}; got {keys}")
+        start, rules = data["start"], data["rules"]
+        if not isinstance(start, str):
+            raise ValueError(f"{where}\"start\" must be a string, got {start!r}")
+        if not isinstance(rules, dict) or not rules:
+            raise ValueError(f"{where}\"rules\" must be a non-empty mapping from nonterminals to rule lists")
+        norm: Dict[str, List[Tuple[float, Tuple[str, ...]]]] = {}
+        for lhs, alts in rules.items():
+            if not isinstance(alts, list) or not alts:
+                raise ValueError(f"{where}the rules of {lhs!r} must be a non-empty list of [probability, rhs]")
+            out = []
+            for alt in alts:
+                ok = isinstance(alt, list) and len(alt) == 2
+                prob, rhs = (alt if ok else (None, None))
+                ok = ok and isinstance(prob, (int, float)) and not isinstance(prob, bool)
+                ok = ok and (isinstance(rhs, str) or (isinstance(rhs, list) and all(isinstance(s, str) for s in rhs)))
+                if not ok:
+                    raise ValueError(f"{where}a rule of {lhs!r} is not [probability, \"rhs symbols\"]: {alt!r}")
+                out.append((float(prob), _as_rhs(rhs)))
+            norm[lhs] = out
+        try:
+            return cls(norm, start)
+        except ValueError as e:
+            raise ValueError(f"{where}invalid grammar: {e}") from None
+
+    def save_json(self, path: Union[str, os.PathLike]) -> None:
+        """Write :meth:`to_json` to ``path`` (UTF-8), through a temporary file renamed into place."""
+        path = os.fspath(path)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(self.to_json())
+            f.write("\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load_json(cls, path: Union[str, os.PathLike]) -> "PCFG":
+        """Read a grammar written by :meth:`save_json`; a malformed file is a ``ValueError`` naming it."""
+        path = os.fspath(path)
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+        return cls.from_json(text, source=path)
+
 _DEFAULT: Optional[PCFG] = None
 
 

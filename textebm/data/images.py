@@ -46,6 +46,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .batching import Batch
 from .corpus import repo_data_dir
 
 SPLITS = ("train", "valid", "test")
@@ -513,11 +514,11 @@ def _load_digits(image_size: int, channels: int, seed: int, stats: dict):
 
 # ---- the Hugging Face Hub ----------------------------------------------------------------------
 def _hub_error(name: str, hub_name: str, e: Optional[BaseException], local_dir: Path) -> ImageDataError:
-    from .benchmarks import _offline_flags_set
+    from .hub import offline_flags_set
 
     detail = "" if e is None else f" ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
     text = "" if e is None else f"{type(e).__name__} {e}"
-    if _offline_flags_set() or "OfflineModeIsEnabled" in text:
+    if offline_flags_set() or "OfflineModeIsEnabled" in text:
         why = "the Hugging Face Hub is unreachable (offline: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set) and " \
               "the set is not in the datasets cache"
     elif isinstance(e, (ConnectionError, TimeoutError)) or "Couldn't reach" in text:
@@ -728,11 +729,15 @@ class ImageBatcher:
 
     def next(self) -> torch.Tensor:
         """The next batch ``(B, C, H, W)``, starting a new epoch when one ends (endless stream)."""
+        return self.next_batch().x
+
+    def next_batch(self) -> Batch:
+        """The next batch with its images' indices, starting a new epoch when one ends (endless stream)."""
         if self.index >= len(self):
             self.epoch, self.index = self.epoch + 1, 0
-        b = self._epoch_plan()[self.index]
+        b = torch.from_numpy(self._epoch_plan()[self.index]).long()
         self.index += 1
-        return self.images[torch.from_numpy(b)]
+        return Batch(self.images[b], b)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         """One full pass (this rank's batches) over the current epoch's plan; the stream state is untouched.

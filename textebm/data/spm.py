@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
-from .vocab import BOS, EOS, PAD, UNK
+from .specials import BOS, BOS_ID, EOS, EOS_ID, PAD, PAD_ID, UNK, UNK_ID
 
 MODEL_FILE = "spm.model"
 META_FILE = "spm.json"
@@ -71,10 +71,11 @@ class SentencePieceTokenizer:
             self.sp.LoadFromSerializedProto(self.proto)
         except Exception as e:
             raise ValueError(f"not a valid sentencepiece model: {e}") from None
-        self.pad_id, self.unk_id, self.bos_id, self.eos_id = 0, 1, 2, 3
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
         got = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
-        if got != (0, 1, 2, 3):
-            raise ValueError(f"sentencepiece model has special ids pad/unk/bos/eos = {got}; expected (0, 1, 2, 3) "
+        want = (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
+        if got != want:
+            raise ValueError(f"sentencepiece model has special ids pad/unk/bos/eos = {got}; expected {want} "
                              f"(train it with SentencePieceTokenizer.train)")
         self.options = dict(options or {})
 
@@ -101,7 +102,7 @@ class SentencePieceTokenizer:
         spec = dict(model_type="unigram", character_coverage=1.0, num_threads=1, input_sentence_size=0,
                     shuffle_input_sentence=False, minloglevel=2)
         spec.update(options)
-        spec.update(vocab_size=vocab_size, pad_id=0, unk_id=1, bos_id=2, eos_id=3,
+        spec.update(vocab_size=vocab_size, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
                     pad_piece=PAD, unk_piece=UNK, bos_piece=BOS, eos_piece=EOS, unk_surface=UNK)
         spm.set_random_generator_seed(int(seed))
         buf = io.BytesIO()

@@ -1,4 +1,4 @@
-"""Word-level vocabulary: the one place where special tokens, their ids and sentence framing live."""
+"""Word-level vocabulary (the special tokens and their ids are those of :mod:`.specials`)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
-PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
-SPECIALS = (PAD, UNK, BOS, EOS)
+from .specials import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK, UNK_ID
 
 
 class WordVocab:
@@ -29,7 +28,7 @@ class WordVocab:
             raise ValueError("vocabulary has duplicate tokens")
         self.itos: List[str] = tokens
         self.stoi = {t: i for i, t in enumerate(tokens)}
-        self.pad_id, self.unk_id, self.bos_id, self.eos_id = 0, 1, 2, 3
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
 
     @classmethod
     def build(cls, sentences: Iterable[str], min_count: int = 1, max_size: Optional[int] = None) -> "WordVocab":
@@ -68,15 +67,3 @@ class WordVocab:
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"vocabulary file {path} is not valid JSON: {e}") from None
         return cls(data["tokens"])
-
-
-def load_tokenizer(directory):
-    """Load whichever tokenizer a run directory holds (word vocabulary or sentencepiece)."""
-    directory = Path(directory)
-    if (directory / "vocab.json").exists():
-        return WordVocab.load(directory)
-    if (directory / "spm.model").exists():
-        from .spm import SentencePieceTokenizer
-
-        return SentencePieceTokenizer.load(directory)
-    raise FileNotFoundError(f"no tokenizer (vocab.json or spm.model) in {directory}")

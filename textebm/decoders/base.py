@@ -14,7 +14,7 @@ and, optionally, two hooks that let posterior samplers reuse per-batch work acro
     prepare(x) -> ctx            everything about x that does not depend on z (embeddings, masks, targets).
     log_prob_prepared(ctx, z)    the same value as log_prob(x, z), from the prepared context.
 
-:func:`prepared_log_prob` returns a z -> (batch,) closure that uses the hooks when present.
+:func:`split_log_prob` returns the pair (function, context) that uses the hooks when present.
 """
 from __future__ import annotations
 
@@ -38,12 +38,6 @@ def split_log_prob(decoder, x) -> Tuple[Callable[[Any, torch.Tensor], torch.Tens
     if hasattr(decoder, "prepare") and hasattr(decoder, "log_prob_prepared"):
         return decoder.log_prob_prepared, decoder.prepare(x)
     return decoder.log_prob, x
-
-
-def prepared_log_prob(decoder, x) -> Callable[[torch.Tensor], torch.Tensor]:
-    """z -> log p_beta(x | z), precomputing what does not depend on z when the decoder allows it."""
-    fn, ctx = split_log_prob(decoder, x)
-    return lambda z: fn(ctx, z)
 
 
 def check_latent(z: torch.Tensor, latent_dim: int, batch: int | None = None, who: str = "decoder") -> None:

@@ -190,7 +190,7 @@ def estimate_log_partition(prior, n_samples: int = 100_000, seed: int = 0):
 # ---- text: sentences in, numbers out --------------------------------------------------------------------
 def _encode_for_model(model, sentences: Sequence[str]):
     """Token ids as the model was trained on them (recipe's max_len and length policy), and the counts."""
-    from ..train import encode_sentences
+    from ..data.tokenizers import encode_sentences
 
     if model.tokenizer is None:
         raise ValueError("the model has no tokenizer; cannot evaluate text")

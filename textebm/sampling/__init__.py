@@ -1,14 +1,19 @@
-"""Samplers over any log-density callable ``log_prob(z) -> (batch,)``.
+"""Samplers over any log-density callable ``log_prob(z) -> (batch,)``, and the one loop that runs them.
 
-Samplers import no model: hand them a function. Pick one by name with :func:`get_sampler`; wrap any of
-them in :class:`PersistentChains` for a replay buffer.
+Samplers import no model: hand them a function. Each sampler is a small object with a documented ``step``
+(:mod:`.base`); :func:`run_chain` (:mod:`.runner`) is the loop every caller uses, with schedules (:mod:`.schedules`),
+warm starts (:mod:`.persistent`) and CUDA-graph capture (:mod:`.capture`). Pick a sampler by name with
+:func:`get_sampler`.
 """
 import dataclasses
 
-from .base import LogDensity, Samples, SamplerDivergedError, frozen, log_prob_and_grad
+from .base import LogDensity, Sampler, SamplerDivergedError, Samples, Target, frozen, gradient_target, \
+    log_prob_and_grad
 from .langevin import Langevin, langevin
 from .mala import MALA, mala
-from .persistent import PersistentChains
+from .persistent import ExampleChains, PersistentChains
+from .runner import draw_noise, run_chain
+from .schedules import Schedule
 from .sghmc import SGHMC, sghmc
 from .svgd import SVGD, median_bandwidth, rbf_kernel, svgd, svgd_direction
 
@@ -24,14 +29,14 @@ def get_sampler(name: str, **kwargs):
         cls = SAMPLERS[name]
     except KeyError:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}") from None
-    valid = sorted(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else None
-    if valid is not None:
-        bad = sorted(set(kwargs) - set(valid))
-        if bad:
-            raise ValueError(f"unknown argument(s) {bad} for sampler {name!r}; valid ones are {valid}")
+    valid = sorted(f.name for f in dataclasses.fields(cls))
+    bad = sorted(set(kwargs) - set(valid))
+    if bad:
+        raise ValueError(f"unknown argument(s) {bad} for sampler {name!r}; valid ones are {valid}")
     return cls(**kwargs)
 
 
-__all__ = ["LogDensity", "Samples", "SamplerDivergedError", "frozen", "log_prob_and_grad", "Langevin", "langevin",
-           "SGHMC", "sghmc", "MALA", "mala", "SVGD", "svgd", "svgd_direction", "rbf_kernel", "median_bandwidth",
-           "PersistentChains", "SAMPLERS", "get_sampler"]
+__all__ = ["LogDensity", "Target", "Samples", "Sampler", "SamplerDivergedError", "frozen", "log_prob_and_grad",
+           "gradient_target", "run_chain", "draw_noise", "Schedule", "Langevin", "langevin", "SGHMC", "sghmc", "MALA",
+           "mala", "SVGD", "svgd", "svgd_direction", "rbf_kernel", "median_bandwidth", "PersistentChains",
+           "ExampleChains", "SAMPLERS", "get_sampler"]

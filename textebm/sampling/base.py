@@ -1,18 +1,30 @@
-"""Shared pieces of every sampler: the result type, the divergence error, gradients of a log-density.
+"""What every sampler shares: the step interface, the result type, the divergence error, gradients of a log-density.
 
-Convention (one for the whole package): a sampler is handed a *log-density* ``log_prob(z) -> (batch,)``,
-higher meaning more likely. It never sees an energy.
+Convention (one for the whole package): a sampler is handed a *log-density* ``log_prob(z) -> (batch,)``, higher
+meaning more likely. It never sees an energy.
+
+A sampler is a small object with a documented ``step`` (the shape of a diffusers scheduler); the loop around it,
+with its checks, traces, schedules, warm starts and graph capture, is :func:`textebm.sampling.run_chain`, the one
+loop every caller uses::
+
+    state = sampler.init(z, target)                       # e.g. a velocity, or log pi and its gradient at z
+    z, state, lp = sampler.step(z, state, target, s_k, noise_k, noise_scale_k)
+
+``target(z)`` returns ``(log pi(z), grad_z log pi(z))`` (one evaluation per step for every sampler); ``noise_k``
+holds the step's random draws, made by the runner ahead of the chain as ``sampler.noise_spec(z)`` asks; ``lp`` is
+log pi at the state the step started from (MALA: the current state). Steps never synchronize with the host.
 """
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
 LogDensity = Callable[[torch.Tensor], torch.Tensor]
+#: z -> (log pi(z) of shape (batch,), grad_z log pi(z) of z's shape)
+Target = Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
 
 
 class SamplerDivergedError(FloatingPointError):
@@ -35,7 +47,7 @@ class SamplerDivergedError(FloatingPointError):
 
 @dataclass
 class Samples:
-    """What a sampler returns.
+    """What a chain returns.
 
     z: final states, (batch, dim), detached.
     trace: mean log-density over the batch at each step (length steps + 1, index 0 = start), or None.
@@ -53,7 +65,8 @@ def log_prob_and_grad(log_prob: LogDensity, z: torch.Tensor, create_graph: bool 
     """Return (log_prob(z), d/dz sum log_prob(z)) for a (batch, dim) tensor.
 
     Only z receives a gradient: ``torch.autograd.grad`` with ``inputs=z`` never writes ``.grad`` of any
-    parameter, so sampling leaves the model's gradient buffers untouched.
+    parameter, so sampling leaves the model's gradient buffers untouched. The shape check is on shapes only
+    (no device synchronization).
     """
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
@@ -64,6 +77,11 @@ def log_prob_and_grad(log_prob: LogDensity, z: torch.Tensor, create_graph: bool 
             )
         (grad,) = torch.autograd.grad(lp.sum(), z, create_graph=create_graph)
     return lp.detach(), grad
+
+
+def gradient_target(log_prob: LogDensity) -> Target:
+    """The target of a chain on ``log_prob``: z -> (log_prob(z), its gradient) by autograd."""
+    return lambda z: log_prob_and_grad(log_prob, z)
 
 
 @contextlib.contextmanager
@@ -93,13 +111,49 @@ def check_z(z: torch.Tensor, name: str = "z") -> None:
         raise TypeError(f"{name} must be a floating-point tensor; got {z.dtype}")
 
 
-def finish_chain(log_prob: LogDensity, z: torch.Tensor, n_steps: int, name: str, step_size: float,
-                 trace: Optional[list], snapshots: Optional[list]) -> None:
-    """The common end of every chain: NaN check on the final state, the final trace value and snapshot."""
-    if not bool(torch.isfinite(z).all()):
-        raise SamplerDivergedError(name, n_steps, "the state z", step_size)
-    if trace is not None:
-        with torch.no_grad():
-            trace.append(float(log_prob(z).mean()))
-    if snapshots is not None and snapshots[-1][0] != n_steps:
-        snapshots.append((n_steps, z.clone()))
+NoiseSpec = List[Tuple[str, Tuple[int, ...]]]
+
+
+class Sampler:
+    """Base class of the samplers (see the module docstring for the step contract).
+
+    Subclasses are dataclasses whose fields are the recipe's ``sampler_args``; ``n_steps`` and ``step_size`` are
+    the defaults of :meth:`sample`. ``exact`` says whether the chain leaves its target exactly invariant.
+    """
+
+    name = "sampler"
+    n_steps: int = 0
+    step_size: float = 0.1
+
+    def noise_spec(self, z: torch.Tensor) -> NoiseSpec:
+        """The random draws one step needs: a list of (``"normal"`` | ``"uniform"``, shape)."""
+        return [("normal", tuple(z.shape))]
+
+    def init(self, z: torch.Tensor, target: Target) -> Dict[str, torch.Tensor]:
+        """The chain's state besides z (empty for memoryless samplers)."""
+        return {}
+
+    def step(self, z, state, target: Target, step_size: float, noise, noise_scale: float):
+        raise NotImplementedError
+
+    def finish(self, z: torch.Tensor, state) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        """(numbers to read once the chain ends, tensors to hand back as they are) for ``Samples.stats``."""
+        return {}, {}
+
+    def sample(self, log_prob: LogDensity, z0: torch.Tensor, *, n_steps: Optional[int] = None,
+               step_size=None, **kwargs) -> Samples:
+        """Run this sampler's chain on ``log_prob`` from ``z0`` (keyword arguments: :func:`run_chain`)."""
+        from .runner import run_chain
+
+        return run_chain(self, log_prob, z0, self.n_steps if n_steps is None else n_steps,
+                         self.step_size if step_size is None else step_size, **kwargs)
+
+
+def coordinate_scale(scale: Optional[torch.Tensor], like: torch.Tensor):
+    """A per-coordinate step multiplier as a (dim,) tensor on ``like``'s device, or 1.0."""
+    if scale is None:
+        return 1.0
+    scale = torch.as_tensor(scale, dtype=like.dtype, device=like.device)
+    if scale.dim() != 1 or scale.shape[0] != like.shape[1]:
+        raise ValueError(f"coordinate_scale must have shape ({like.shape[1]},); got {tuple(scale.shape)}")
+    return scale

@@ -16,7 +16,9 @@ Courville, Bengio (2019, "Maximum Entropy Generators for Energy-Based Models") u
 Optional step-size adaptation (off by default) moves log s by ``adapt_rate * (accept_rate_k - target)``
 after step k, a Robbins-Monro rule toward the target acceptance (0.574 is optimal for MALA in high
 dimension, Roberts & Rosenthal 1998). While adapting the chain is no longer exactly pi-invariant: use it
-for burn-in or short-run sampling, then fix s.
+for burn-in or short-run sampling, then fix s. The adapted scale is a device tensor (no host synchronization);
+a step-size schedule gives the base s_k that it multiplies. A noise scale other than 1 would change the
+proposal without the acceptance test knowing, so MALA refuses it.
 """
 from __future__ import annotations
 
@@ -26,99 +28,18 @@ from typing import Optional
 
 import torch
 
-from .base import LogDensity, Samples, SamplerDivergedError, check_z, finish_chain, log_prob_and_grad
-
-
-def mala(
-    log_prob: LogDensity,
-    z0: torch.Tensor,
-    n_steps: int,
-    step_size: float,
-    *,
-    adapt: bool = False,
-    target_accept: float = 0.574,
-    adapt_rate: float = 0.05,
-    trace: bool = False,
-    snapshot_every: int = 0,
-    z_clamp: Optional[float] = None,
-    generator: Optional[torch.Generator] = None,
-    name: str = "mala",
-) -> Samples:
-    """Run ``n_steps`` MALA steps of size s = ``step_size`` on ``log_prob`` from ``z0``.
-
-    Each chain (row of z) accepts or rejects on its own. A proposal whose log-density is NaN or Inf is
-    rejected; a start whose log-density is not finite raises :class:`SamplerDivergedError`.
-
-    Args:
-        log_prob: callable z -> (batch,) log-density (unnormalized is fine).
-        z0: (batch, dim) start. Not modified.
-        adapt: adapt s toward ``target_accept`` (see the module docstring); off by default.
-        z_clamp: if set, proposals are clamped to [-z_clamp, z_clamp] before the accept test
-            (the clamp then is part of the proposal; exactness holds only when it is inactive).
-        trace, snapshot_every, generator: as in :func:`textebm.sampling.langevin`.
-
-    Returns:
-        :class:`Samples` with ``stats``: ``accept_rate`` (over all chains and steps), ``accept_rate_per_step``
-        (list, one value per step), ``accept_rate_per_chain`` (tensor (batch,)), ``step_size`` (final s).
-    """
-    check_z(z0, "z0")
-    if n_steps < 0:
-        raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-    if not step_size > 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
-    if not 0.0 < target_accept < 1.0:
-        raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
-    s = float(step_size)
-    z = z0.detach().clone()
-    lp, grad = log_prob_and_grad(log_prob, z)
-    if not bool(torch.isfinite(lp).all()) or not bool(torch.isfinite(grad).all()):
-        raise SamplerDivergedError(name, 0, "the log-density at the start", s)
-    tr = [float(lp.mean())] if trace else None
-    snaps = [(0, z.clone())] if snapshot_every else None
-    per_step = []
-    per_chain = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
-
-    for k in range(n_steps):
-        half_s2 = 0.5 * s * s
-        eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        prop = z + half_s2 * grad + s * eps
-        if z_clamp is not None:
-            prop.clamp_(-z_clamp, z_clamp)
-        lp_p, grad_p = log_prob_and_grad(log_prob, prop)
-        log_q_fwd = -(prop - z - half_s2 * grad).pow(2).sum(-1) / (2.0 * s * s)
-        log_q_rev = -(z - prop - half_s2 * grad_p).pow(2).sum(-1) / (2.0 * s * s)
-        log_a = lp_p - lp + log_q_rev - log_q_fwd
-        ok = torch.isfinite(log_a) & torch.isfinite(grad_p).all(-1)
-        log_u = torch.log(torch.rand(z.shape[0], generator=generator, device=z.device, dtype=z.dtype))
-        accept = ok & (log_u < torch.where(ok, log_a, torch.zeros_like(log_a)))
-        z = torch.where(accept[:, None], prop, z)
-        grad = torch.where(accept[:, None], grad_p, grad)
-        lp = torch.where(accept, lp_p, lp)
-        acc = accept.to(z.dtype)
-        per_chain += acc
-        rate = float(acc.mean())
-        per_step.append(rate)
-        if adapt:
-            s = float(math.exp(math.log(s) + adapt_rate * (rate - target_accept)))
-        if tr is not None:
-            tr.append(float(lp.mean()))
-        if snaps is not None and (k + 1) % snapshot_every == 0:
-            snaps.append((k + 1, z.clone()))
-    finish_chain(log_prob, z, n_steps, name, s, None, snaps)
-    stats = {
-        "accept_rate": float(sum(per_step) / len(per_step)) if per_step else float("nan"),
-        "accept_rate_per_step": per_step,
-        "accept_rate_per_chain": per_chain / max(n_steps, 1),
-        "step_size": s,
-    }
-    return Samples(z=z.detach(), trace=tr, snapshots=snaps, stats=stats)
+from .base import LogDensity, Sampler, Samples
 
 
 @dataclass
-class MALA:
-    """MALA as a small object: ``MALA(n_steps=100, step_size=0.3).sample(log_prob, z0)``.
+class MALA(Sampler):
+    """MALA as a small object: ``MALA(n_steps=100, step_size=0.1).sample(log_prob, z0)``.
 
-    See :func:`mala` for the proposal and the accept rule (Roberts & Tweedie 1996; Kumar et al. 2019).
+    Each chain (row of z) accepts or rejects on its own. A proposal whose log-density or gradient is NaN or Inf is
+    rejected; a start whose log-density is not finite is a divergence at step 0. With ``z_clamp`` proposals are
+    clamped before the accept test (the clamp is then part of the proposal; exactness holds only when it is
+    inactive). ``Samples.stats``: ``accept_rate`` (over all chains and steps), ``accept_rate_per_step`` (list),
+    ``accept_rate_per_chain`` (tensor (batch,)), ``step_size`` (the last step's s, adapted).
     """
 
     n_steps: int = 100
@@ -130,13 +51,64 @@ class MALA:
 
     name = "mala"
 
-    def sample(self, log_prob: LogDensity, z0: torch.Tensor, *, n_steps=None, step_size=None,
-               trace=False, snapshot_every=0, generator=None) -> Samples:
-        return mala(
-            log_prob, z0,
-            self.n_steps if n_steps is None else n_steps,
-            self.step_size if step_size is None else step_size,
-            adapt=self.adapt, target_accept=self.target_accept, adapt_rate=self.adapt_rate,
-            trace=trace, snapshot_every=snapshot_every, z_clamp=self.z_clamp, generator=generator,
-            name=self.name,
-        )
+    def __post_init__(self):
+        if not 0.0 < self.target_accept < 1.0:
+            raise ValueError(f"target_accept must be in (0, 1), got {self.target_accept}")
+
+    def noise_spec(self, z):
+        return [("normal", tuple(z.shape)), ("uniform", (z.shape[0],))]
+
+    def init(self, z, target):
+        lp, grad = target(z)
+        zero = torch.zeros((), dtype=z.dtype, device=z.device)
+        return {"lp": lp, "grad": grad, "log_scale": zero, "accepted": torch.zeros_like(lp), "rates": [],
+                "base": float(self.step_size)}
+
+    def step(self, z, state, target, step_size, noise, noise_scale):
+        if noise_scale != 1.0:
+            raise ValueError("MALA's accept test assumes the proposal noise it draws; use noise_scale 1")
+        eps, u = noise
+        lp, grad = state["lp"], state["grad"]
+        s = step_size * torch.exp(state["log_scale"])
+        half_s2 = 0.5 * s * s
+        prop = z + half_s2 * grad + s * eps
+        if self.z_clamp is not None:
+            prop = prop.clamp(-self.z_clamp, self.z_clamp)
+        lp_p, grad_p = target(prop)
+        log_q_fwd = -(prop - z - half_s2 * grad).pow(2).sum(-1) / (2.0 * s * s)
+        log_q_rev = -(z - prop - half_s2 * grad_p).pow(2).sum(-1) / (2.0 * s * s)
+        log_a = lp_p - lp + log_q_rev - log_q_fwd
+        ok = torch.isfinite(log_a) & torch.isfinite(grad_p).all(-1)
+        accept = ok & (torch.log(u) < torch.where(ok, log_a, torch.zeros_like(log_a)))
+        acc = accept.to(lp.dtype)
+        rate = acc.mean()
+        new = {"lp": torch.where(accept, lp_p, lp), "grad": torch.where(accept[:, None], grad_p, grad),
+               "accepted": state["accepted"] + acc, "rates": state["rates"] + [rate], "base": float(step_size),
+               "log_scale": state["log_scale"] + self.adapt_rate * (rate - self.target_accept) if self.adapt
+               else state["log_scale"]}
+        return torch.where(accept[:, None], prop, z), new, lp
+
+    def finish(self, z, state):
+        """The adapted step size is the last step's base s times the learned scale (s itself without adapt)."""
+        rates = state["rates"]
+        read = {"accept_rate": torch.stack(rates).mean() if rates else torch.tensor(float("nan"))}
+        keep = {"accept_rate_per_chain": state["accepted"] / max(1, len(rates))}
+        if rates:
+            read["accept_rate_per_step"] = torch.stack(rates)
+        if self.adapt:
+            read["step_size"] = state["base"] * torch.exp(state["log_scale"])
+        else:
+            keep["step_size"] = state["base"]
+        return read, keep
+
+
+def mala(log_prob: LogDensity, z0: torch.Tensor, n_steps: int, step_size, *, adapt: bool = False,
+         target_accept: float = 0.574, adapt_rate: float = 0.05, z_clamp: Optional[float] = None,
+         **kwargs) -> Samples:
+    """Run ``n_steps`` MALA steps of size s = ``step_size`` on ``log_prob`` from ``z0`` (the function form of
+    :class:`MALA`; other arguments as in :func:`textebm.sampling.run_chain`)."""
+    from .runner import run_chain
+
+    kwargs.setdefault("name", "mala")
+    return run_chain(MALA(adapt=adapt, target_accept=target_accept, adapt_rate=adapt_rate, z_clamp=z_clamp),
+                     log_prob, z0, n_steps, step_size, **kwargs)

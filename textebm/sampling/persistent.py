@@ -1,16 +1,24 @@
-"""Persistent chains: a replay buffer of sampler states (Du & Mordatch 2019; Tieleman 2008).
+"""Warm starts: chains that continue from call to call.
 
-A buffer B of N states. Each call:
+Two stores, both used through :func:`textebm.sampling.run_chain` (``warm_start=store``) and both saved in
+checkpoints (``state_dict`` / ``load_state_dict``, tensors only):
 
-    I  = a random batch of buffer indices (without replacement)
-    z0 = B[I], except that each row is replaced, with probability ``reinit``, by a fresh draw from ``init``
-         (default N(0, sigma0^2 I))
-    z  = sampler.sample(log_prob, z0)
-    B[I] <- z
+:class:`PersistentChains`, a replay buffer of prior (or any) chains (Tieleman 2008; Du & Mordatch 2019). A buffer
+B of N states; each call
 
-Chains continue across calls (persistent contrastive divergence), while re-initialized rows keep fresh
-exploration going and stop the buffer from collapsing onto the modes found early (Du & Mordatch 2019,
-"Implicit Generation and Generalization in Energy-Based Models", Sec. 3.1: 5% re-initialization).
+    I  = a random batch of buffer rows (without replacement)
+    z0 = B[I], except that each row is replaced, with probability ``reinit``, by the caller's fresh start
+    z  = the chain from z0;  B[I] <- z
+
+Chains continue across calls (persistent contrastive divergence), while re-initialized rows keep fresh exploration
+going and stop the buffer from collapsing onto the modes found early (Du & Mordatch 2019, Sec. 3.1: 5%).
+
+:class:`ExampleChains`, one chain per training example (alternating back-propagation, Han, Lu, Zhu, Wu 2017): the
+posterior chain of example i starts from its last posterior sample z+_i (from the caller's fresh start the first
+time the example is seen) and its final state is stored back, so inference accumulates over epochs instead of
+starting from the prior at every visit.
+
+Neither reads anything back to the host: rows are picked and replaced with device-side ``where``/indexing.
 """
 from __future__ import annotations
 
@@ -24,28 +32,24 @@ InitFn = Callable[[int, Optional[torch.Generator]], torch.Tensor]
 
 
 class PersistentChains:
-    """A buffer of ``n_chains`` states around any sampler object (``Langevin``, ``SGHMC``, ``MALA``, ``SVGD``).
-
-    Usable wherever a sampler is: ``sample(log_prob, z0)`` takes its batch size, device and dtype from
-    ``z0`` and ignores its values (the start comes from the buffer); or pass ``batch_size`` and no ``z0``.
+    """A replay buffer of ``n_chains`` states (see the module docstring), usable as a ``warm_start`` store or,
+    around a sampler object, wherever a sampler is: ``PersistentChains(Langevin(60, 0.4), 10_000).sample(lp, z0)``.
 
     Args:
-        sampler: any object with ``sample(log_prob, z0, *, n_steps, step_size, trace, snapshot_every,
-            generator) -> Samples``.
+        sampler: optional sampler object for :meth:`sample`.
         n_chains: buffer size N.
-        reinit: probability that a drawn row restarts from ``init`` (0 = pure persistent chains).
-        init: callable (n, generator) -> (n, dim) fresh starts; default sigma0 * N(0, I) of dimension ``dim``.
-        sigma0: standard deviation of the default init.
-        dim: state dimension; when None, taken from the first ``z0`` seen.
-
-    ``state_dict()`` / ``load_state_dict()`` save and restore the buffer (e.g. inside a checkpoint).
+        reinit: probability that a drawn row restarts fresh (0 = pure persistent chains).
+        init: callable (n, generator) -> (n, dim) fresh starts (the buffer's first states, and re-initialized
+            rows); default: sigma0 * N(0, I) for :meth:`sample`, the caller's z0 rows for ``run_chain``.
+        sigma0: standard deviation of the default fresh starts.
+        dim: state dimension; when None, taken from the first start seen.
     """
 
     name = "persistent"
 
-    def __init__(self, sampler, n_chains: int = 10_000, reinit: float = 0.05, init: Optional[InitFn] = None,
+    def __init__(self, sampler=None, n_chains: int = 10_000, reinit: float = 0.05, init: Optional[InitFn] = None,
                  sigma0: float = 1.0, dim: Optional[int] = None):
-        if not hasattr(sampler, "sample"):
+        if sampler is not None and not hasattr(sampler, "sample"):
             raise TypeError(f"sampler must have a .sample(log_prob, z0, ...) method; got {type(sampler).__name__}")
         if n_chains < 1:
             raise ValueError(f"n_chains must be >= 1, got {n_chains}")
@@ -62,8 +66,8 @@ class PersistentChains:
         self.buffer: Optional[torch.Tensor] = None
         self.n_calls = 0
 
-    def init(self, n: int, generator: Optional[torch.Generator] = None, like: Optional[torch.Tensor] = None):
-        """n fresh starts from ``init`` (default N(0, sigma0^2 I))."""
+    def fresh(self, n: int, generator=None, like: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """n fresh starts: ``init(n, generator)``, or sigma0 * N(0, I)."""
         if self._init is not None:
             z = self._init(n, generator)
             check_z(z, "init(n, generator)")
@@ -75,48 +79,57 @@ class PersistentChains:
         kw = {} if like is None else {"device": like.device, "dtype": like.dtype}
         return self.sigma0 * torch.randn(n, self.dim, generator=generator, **kw)
 
-    def _ensure_buffer(self, like: Optional[torch.Tensor], generator):
+    def _ensure_buffer(self, like: torch.Tensor, generator) -> None:
         if self.buffer is None:
-            if self.dim is None and like is not None:
-                self.dim = like.shape[1]
-            self.buffer = self.init(self.n_chains, generator, like).detach().clone()
-            self.dim = self.buffer.shape[1]
+            self.dim = like.shape[1] if self.dim is None else self.dim
+            self.buffer = self.fresh(self.n_chains, generator, like).detach().clone()
+        elif like.shape[1] != self.buffer.shape[1]:
+            raise ValueError(f"z0 has dim {like.shape[1]}; the buffer holds dim {self.buffer.shape[1]}")
 
-    def sample(self, log_prob: LogDensity, z0: Optional[torch.Tensor] = None, *, batch_size: Optional[int] = None,
-               n_steps=None, step_size=None, trace=False, snapshot_every=0, generator=None) -> Samples:
-        """Draw a batch of buffer states, re-initialize a fraction, run the sampler, write back.
-
-        Returns the sampler's :class:`Samples` with ``stats['n_reinit']`` (rows restarted this call) and
-        ``stats['indices']`` (the buffer rows used).
-        """
-        if z0 is not None:
-            check_z(z0, "z0")
-            if self.dim is not None and z0.shape[1] != self.dim:
-                raise ValueError(f"z0 has dim {z0.shape[1]}; the buffer holds dim {self.dim}")
-            n = z0.shape[0]
-        elif batch_size is not None:
-            n = int(batch_size)
-        else:
-            raise ValueError("give z0 (for its batch size) or batch_size")
+    # ---- the warm-start protocol of run_chain -------------------------------------------------------------
+    def begin(self, z0: torch.Tensor, index=None, generator: Optional[torch.Generator] = None):
+        """(start, handle): random buffer rows, each replaced by the row of ``z0`` with probability ``reinit``."""
+        check_z(z0, "z0")
+        n = z0.shape[0]
         if not 1 <= n <= self.n_chains:
             raise ValueError(f"batch size must be in [1, n_chains={self.n_chains}], got {n}")
         self._ensure_buffer(z0, generator)
         dev = self.buffer.device
         idx = torch.randperm(self.n_chains, generator=generator, device=dev)[:n]
-        start = self.buffer[idx].clone()
-        mask = torch.rand(n, generator=generator, device=dev) < self.reinit
-        n_re = int(mask.sum())
-        if n_re:
-            start[mask] = self.init(n_re, generator, start)
-        out = self.sampler.sample(log_prob, start, n_steps=n_steps, step_size=step_size, trace=trace,
-                                  snapshot_every=snapshot_every, generator=generator)
-        self.buffer[idx] = out.z.detach().to(self.buffer)
-        self.n_calls += 1
-        out.stats = dict(out.stats)
-        out.stats.update({"n_reinit": n_re, "indices": idx})
-        return out
+        fresh = torch.rand(n, generator=generator, device=dev) < self.reinit
+        new = self.fresh(n, generator, self.buffer) if self._init is not None else z0.to(self.buffer)
+        start = torch.where(fresh[:, None], new, self.buffer[idx])
+        return start, (idx, fresh)
 
-    # ---- saving ----------------------------------------------------------------------------------------
+    def end(self, handle, z: torch.Tensor) -> None:
+        idx, _ = handle
+        self.buffer[idx] = z.detach().to(self.buffer)
+        self.n_calls += 1
+
+    def stats(self, handle) -> dict:
+        idx, fresh = handle
+        return {"n_reinit": fresh.sum(), "indices": idx}
+
+    def sample(self, log_prob: LogDensity, z0: Optional[torch.Tensor] = None, *, batch_size: Optional[int] = None,
+               generator=None, **kwargs) -> Samples:
+        """Run the wrapped sampler from buffer rows and write the final states back, wherever a sampler is used:
+        ``z0`` only gives the batch size, device and dtype (or pass ``batch_size``); re-initialized rows start from
+        :meth:`fresh`. ``stats`` gains ``n_reinit`` and ``indices``."""
+        if self.sampler is None:
+            raise ValueError("this PersistentChains has no sampler; pass it to run_chain(warm_start=...) instead")
+        if z0 is not None:
+            check_z(z0, "z0")
+            if self.dim is None:
+                self.dim = z0.shape[1]
+            n, like = z0.shape[0], z0
+        elif batch_size is not None:
+            n, like = int(batch_size), self.buffer
+        else:
+            raise ValueError("give z0 (for its batch size) or batch_size")
+        return self.sampler.sample(log_prob, self.fresh(n, generator, like), warm_start=self, generator=generator,
+                                   **kwargs)
+
+    # ---- saving ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"buffer": None if self.buffer is None else self.buffer.clone(), "n_calls": self.n_calls,
                 "reinit": self.reinit, "n_chains": self.n_chains}
@@ -131,7 +144,77 @@ class PersistentChains:
             if self.dim is not None and buf.shape[1] != self.dim:
                 raise ValueError(f"state['buffer'] has dim {buf.shape[1]}; expected {self.dim}")
             self.dim = buf.shape[1]
-            self.buffer = buf.clone()
+            self.buffer = buf.clone() if self.buffer is None else buf.to(self.buffer).clone()
         else:
             self.buffer = None
         self.n_calls = int(state.get("n_calls", 0))
+
+
+class ExampleChains:
+    """One stored chain state per example: ``index`` (a LongTensor of example ids) selects the rows.
+
+    A row that was never written starts from the caller's ``z0`` row; afterwards from its last final state.
+    Store and flags live on the device of the first start seen (move with :meth:`to`).
+    """
+
+    name = "per-example"
+
+    def __init__(self, n_examples: int, dim: int):
+        if n_examples < 1 or dim < 1:
+            raise ValueError(f"n_examples and dim must be >= 1, got {n_examples}, {dim}")
+        self.n_examples, self.dim = int(n_examples), int(dim)
+        self.z: Optional[torch.Tensor] = None
+        self.seen: Optional[torch.Tensor] = None
+
+    def to(self, device) -> "ExampleChains":
+        if self.z is not None:
+            self.z, self.seen = self.z.to(device), self.seen.to(device)
+        return self
+
+    def _ensure(self, like: torch.Tensor) -> None:
+        if self.z is None:
+            self.z = torch.zeros(self.n_examples, self.dim, dtype=like.dtype, device=like.device)
+            self.seen = torch.zeros(self.n_examples, dtype=torch.bool, device=like.device)
+
+    def _index(self, index) -> torch.Tensor:
+        if index is None:
+            raise ValueError("per-example warm starts need the examples' indices (index=...)")
+        index = torch.as_tensor(index, dtype=torch.long)
+        if index.device.type == "cpu" and index.numel() and (int(index.min()) < 0 or
+                                                             int(index.max()) >= self.n_examples):
+            raise ValueError(f"example indices must be in [0, {self.n_examples}); got "
+                             f"[{int(index.min())}, {int(index.max())}]")
+        return index.to(self.z.device, non_blocking=True)
+
+    def begin(self, z0: torch.Tensor, index=None, generator=None):
+        check_z(z0, "z0")
+        if z0.shape[1] != self.dim:
+            raise ValueError(f"z0 has dim {z0.shape[1]}; the store holds dim {self.dim}")
+        self._ensure(z0)
+        idx = self._index(index)
+        if idx.shape[0] != z0.shape[0]:
+            raise ValueError(f"{idx.shape[0]} indices for {z0.shape[0]} starts")
+        start = torch.where(self.seen[idx][:, None], self.z[idx], z0.to(self.z))
+        return start, idx
+
+    def end(self, idx, z: torch.Tensor) -> None:
+        self.z[idx] = z.detach().to(self.z)
+        self.seen[idx] = True
+
+    def stats(self, idx) -> dict:
+        return {}
+
+    def store(self, index, z: torch.Tensor) -> None:
+        """Write states for ``index`` (e.g. the rows other data-parallel ranks sampled)."""
+        self._ensure(z)
+        self.end(self._index(index), z)
+
+    def state_dict(self) -> dict:
+        return {"z": self.z, "seen": self.seen, "n_examples": self.n_examples, "dim": self.dim}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["n_examples"]) != self.n_examples or int(state["dim"]) != self.dim:
+            raise ValueError(f"the stored chains are for {state['n_examples']} examples of dim {state['dim']}; "
+                             f"this store has {self.n_examples} of dim {self.dim}")
+        self.z = None if state["z"] is None else state["z"].clone()
+        self.seen = None if state["seen"] is None else state["seen"].clone()

@@ -21,25 +21,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
-from .base import LogDensity, Samples, SamplerDivergedError, check_z, finish_chain, log_prob_and_grad
+from .base import LogDensity, Sampler, Samples, check_z
+
+Bandwidth = Union[float, torch.Tensor]
 
 
-def median_bandwidth(z: torch.Tensor) -> float:
-    """h = med^2 / log(n + 1) with med the median pairwise distance |z_i - z_j|, i < j (Liu & Wang 2016).
-
-    Falls back to h = 1 when all particles coincide (or n = 1).
-    """
+def median_bandwidth(z: torch.Tensor) -> torch.Tensor:
+    """h = med^2 / log(n + 1) with med the median pairwise distance |z_i - z_j|, i < j (Liu & Wang 2016), as a
+    0-d tensor on z's device (no host synchronization). h = 1 when all particles coincide (or n = 1)."""
     n = z.shape[0]
+    one = torch.ones((), dtype=z.dtype, device=z.device)
     if n < 2:
-        return 1.0
-    med = float(torch.pdist(z.detach()).median())
-    if not med > 0 or not math.isfinite(med):
-        return 1.0
-    return med * med / math.log(n + 1.0)
+        return one
+    med = torch.pdist(z.detach()).median()
+    ok = torch.isfinite(med) & (med > 0)
+    return torch.where(ok, med * med / math.log(n + 1.0), one)
 
 
 def squared_distances(z: torch.Tensor) -> torch.Tensor:
@@ -48,15 +48,18 @@ def squared_distances(z: torch.Tensor) -> torch.Tensor:
     return (n2.unsqueeze(1) + n2.unsqueeze(0) - 2.0 * (z @ z.transpose(0, 1))).clamp_min(0.0)
 
 
-def rbf_kernel(z: torch.Tensor, bandwidth: Optional[float] = None):
+def rbf_kernel(z: torch.Tensor, bandwidth: Optional[Bandwidth] = None):
     """RBF Gram matrix K_ij = exp(-|z_i - z_j|^2 / h) and the bandwidth h used (median heuristic if None)."""
-    h = median_bandwidth(z) if bandwidth is None else float(bandwidth)
-    if not h > 0:
-        raise ValueError(f"bandwidth must be > 0, got {h}")
+    if bandwidth is None:
+        h = median_bandwidth(z)
+    else:
+        if not torch.is_tensor(bandwidth) and not bandwidth > 0:
+            raise ValueError(f"bandwidth must be > 0, got {bandwidth}")
+        h = bandwidth
     return torch.exp(-squared_distances(z) / h), h
 
 
-def svgd_direction(z: torch.Tensor, score: torch.Tensor, bandwidth: Optional[float] = None,
+def svgd_direction(z: torch.Tensor, score: torch.Tensor, bandwidth: Optional[Bandwidth] = None,
                    exclude_self: bool = False):
     """The SVGD direction phi(z_i) for every particle, and the bandwidth used.
 
@@ -73,8 +76,8 @@ def svgd_direction(z: torch.Tensor, score: torch.Tensor, bandwidth: Optional[flo
         exclude_self: drop the j = i term (see above); False is SVGD as published.
 
     Returns:
-        (phi, h): phi of shape (n, d). Differentiable in ``score`` and ``z`` if they carry graphs
-        (the bandwidth is always treated as a constant).
+        (phi, h): phi of shape (n, d); h a number or a 0-d tensor. Differentiable in ``score`` and ``z`` if they
+        carry graphs (the bandwidth is always treated as a constant).
     """
     check_z(z, "z")
     if score.shape != z.shape:
@@ -90,76 +93,51 @@ def svgd_direction(z: torch.Tensor, score: torch.Tensor, bandwidth: Optional[flo
     return (drive + repulse) / (n - 1 if exclude_self else n), h
 
 
-def svgd(
-    log_prob: LogDensity,
-    z0: torch.Tensor,
-    n_steps: int,
-    step_size: float,
-    *,
-    bandwidth: Optional[float] = None,
-    trace: bool = False,
-    snapshot_every: int = 0,
-    z_clamp: Optional[float] = None,
-    check_every: int = 1,
-    generator: Optional[torch.Generator] = None,
-    name: str = "svgd",
-) -> Samples:
-    """Run ``n_steps`` SVGD updates z <- z + eps * phi(z) with eps = ``step_size`` (Liu & Wang 2016).
-
-    The particles are the rows of ``z0`` and interact, so a batch is one particle system (not independent
-    chains). Deterministic: ``generator`` is accepted for interface compatibility and unused.
-
-    Returns:
-        :class:`Samples`; ``stats['bandwidth']`` holds the last bandwidth used.
-    """
-    check_z(z0, "z0")
-    if n_steps < 0:
-        raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-    if not step_size > 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}")
-    eps = float(step_size)
-    z = z0.detach().clone()
-    tr = [] if trace else None
-    snaps = [(0, z.clone())] if snapshot_every else None
-    h = float("nan")
-    for k in range(n_steps):
-        lp, grad = log_prob_and_grad(log_prob, z)
-        if check_every and k % check_every == 0 and not bool(torch.isfinite(lp).all()):
-            raise SamplerDivergedError(name, k, "the log-density", eps)
-        if tr is not None:
-            tr.append(float(lp.mean()))
-        phi, h = svgd_direction(z, grad, bandwidth)
-        z.add_(phi, alpha=eps)
-        if z_clamp is not None:
-            z.clamp_(-z_clamp, z_clamp)
-        if snaps is not None and (k + 1) % snapshot_every == 0:
-            snaps.append((k + 1, z.clone()))
-    finish_chain(log_prob, z, n_steps, name, eps, tr, snaps)
-    return Samples(z=z, trace=tr, snapshots=snaps, stats={"bandwidth": h})
-
-
 @dataclass
-class SVGD:
+class SVGD(Sampler):
     """SVGD as a small object: ``SVGD(n_steps=500, step_size=0.05).sample(log_prob, z0)``.
 
-    See :func:`svgd` and :func:`svgd_direction` (Liu & Wang 2016). ``bandwidth=None`` uses the median
-    heuristic h = med^2 / log(n + 1) at every step.
+    z <- z + eps * phi(z) with eps the step size (Liu & Wang 2016, Algorithm 1; :func:`svgd_direction`). The rows
+    of z are one interacting particle system, not independent chains. Deterministic: it draws no noise.
+    ``bandwidth=None`` uses the median heuristic h = med^2 / log(n + 1) at every step; ``exclude_self`` uses the
+    U-statistic direction. ``Samples.stats['bandwidth']`` is the last bandwidth used.
     """
 
     n_steps: int = 100
     step_size: float = 0.05
     bandwidth: Optional[float] = None
+    exclude_self: bool = False
     z_clamp: Optional[float] = None
-    check_every: int = 1
+    check_every: int = 0
 
     name = "svgd"
 
-    def sample(self, log_prob: LogDensity, z0: torch.Tensor, *, n_steps=None, step_size=None,
-               trace=False, snapshot_every=0, generator=None) -> Samples:
-        return svgd(
-            log_prob, z0,
-            self.n_steps if n_steps is None else n_steps,
-            self.step_size if step_size is None else step_size,
-            bandwidth=self.bandwidth, trace=trace, snapshot_every=snapshot_every, z_clamp=self.z_clamp,
-            check_every=self.check_every, generator=generator, name=self.name,
-        )
+    def noise_spec(self, z):
+        return []
+
+    def init(self, z, target):
+        return {"h": torch.full((), float("nan"), dtype=z.dtype, device=z.device)}
+
+    def step(self, z, state, target, step_size, noise, noise_scale):
+        lp, grad = target(z)
+        phi, h = svgd_direction(z, grad, self.bandwidth, exclude_self=self.exclude_self)
+        return z + step_size * phi, {"h": torch.as_tensor(h, dtype=z.dtype, device=z.device)}, lp
+
+    def finish(self, z, state):
+        return {"bandwidth": state["h"]}, {}
+
+    def sample(self, log_prob, z0, **kwargs) -> Samples:
+        kwargs.setdefault("z_clamp", self.z_clamp)
+        kwargs.setdefault("check_every", self.check_every)
+        return super().sample(log_prob, z0, **kwargs)
+
+
+def svgd(log_prob: LogDensity, z0: torch.Tensor, n_steps: int, step_size, *, bandwidth: Optional[float] = None,
+         exclude_self: bool = False, **kwargs) -> Samples:
+    """Run ``n_steps`` SVGD updates z <- z + eps * phi(z) with eps = ``step_size`` (the function form of
+    :class:`SVGD`; other arguments as in :func:`textebm.sampling.run_chain`)."""
+    from .runner import run_chain
+
+    kwargs.setdefault("name", "svgd")
+    return run_chain(SVGD(bandwidth=bandwidth, exclude_self=exclude_self), log_prob, z0, n_steps, step_size,
+                     **kwargs)
