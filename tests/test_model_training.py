@@ -255,4 +255,4 @@ def test_bf16_autocast_training_step_runs_and_keeps_fp32_state(toy_corpus, tmp_p
     assert z.dtype == torch.float32 and torch.isfinite(z).all()
     st = tr.train_step(x)
     assert all(p.dtype == torch.float32 for p in tr.model.parameters())
-    assert torch.isfinite(torch.tensor(st["dec_nll"]))
+    assert torch.isfinite(torch.as_tensor(st["dec_nll"]))

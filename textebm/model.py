@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .decoders import DECODERS, build_decoder, split_log_prob
+from .decoders import DECODERS, build_decoder, rnn_backward_mode, split_log_prob
 from .prior import GaussianPrior, LatentEBMPrior, build_prior
 from .sampling import Samples, Schedule, frozen, get_sampler, run_chain
 
@@ -49,10 +49,12 @@ class LatentEBMModel(nn.Module):
         return next(self.parameters()).device
 
     # ---- densities -------------------------------------------------------------------------------------
-    def posterior_log_prob(self, x, prior_weight: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor]:
+    def posterior_log_prob(self, x, prior_weight: float = 1.0, static: bool = False
+                           ) -> Callable[[torch.Tensor], torch.Tensor]:
         """z -> w log p_alpha(z) + log p_beta(x | z) (unnormalized; w = 1 is the posterior), reusing per-batch
-        decoder work. ``prior_weight`` w < 1 anneals the prior term (a warm-up against posterior collapse)."""
-        dec_fn, ctx = split_log_prob(self.decoder, x)
+        decoder work. ``prior_weight`` w < 1 anneals the prior term (a warm-up against posterior collapse);
+        ``static`` prepares the batch with shapes that depend only on x's shape (for captured chains)."""
+        dec_fn, ctx = split_log_prob(self.decoder, x, static=static)
         density, prior = self._compiled_log_prob or _posterior_density, self.prior
         w = float(prior_weight)
         return lambda z: density(prior, dec_fn, ctx, z, w)
@@ -92,7 +94,7 @@ class LatentEBMModel(nn.Module):
         cfg = chain_settings(self.recipe, "posterior", n_steps=n_steps, step_size=step_size, sampler=sampler)
         cfg.update(kw)
         chain = cfg.pop("sampler")
-        with frozen(self):
+        with frozen(self), rnn_backward_mode(self.decoder, always=True):
             out: Samples = run_chain(chain, self.posterior_log_prob(x, prior_weight), z0, cfg.pop("n_steps"),
                                      cfg.pop("step_size"), generator=generator,
                                      name=cfg.pop("name", f"posterior {chain.name}"), **cfg)
@@ -227,11 +229,24 @@ def chain_settings(recipe, which: str, n_steps: Optional[int] = None, step_size=
     return cfg
 
 
+def describe_chain(cfg: dict) -> dict:
+    """JSON-ready summary of chain settings (from :func:`chain_settings`), for reports: the sampler's name, K, the
+    step size (a number, or e.g. ``"linear 0.8 -> 0.05"``) and the noise scale."""
+    step = cfg["step_size"]
+    if isinstance(step, Schedule):
+        step = step.start if step.end is None or step.kind == "constant" else f"{step.kind} {step.start:g} -> {step.end:g}"
+    return {"sampler": getattr(cfg["sampler"], "name", type(cfg["sampler"]).__name__), "n_steps": cfg["n_steps"],
+            "step_size": step, "noise_scale": cfg.get("noise_scale", 1.0)}
+
+
 def build_model(recipe, tokenizer=None) -> LatentEBMModel:
     """Construct prior + decoder from a recipe and, for text, a tokenizer (vocabulary size and special ids)."""
     m, p = recipe.model, recipe.prior
-    prior = LatentEBMPrior(m.latent_dim, hidden=p.hidden, n_layers=p.n_layers, activation=p.activation,
-                           negative_slope=p.negative_slope, sigma0=p.sigma0, f_clamp=p.f_clamp)
+    if p.kind == "gaussian":
+        prior = GaussianPrior(m.latent_dim, sigma0=p.sigma0)
+    else:
+        prior = LatentEBMPrior(m.latent_dim, hidden=p.hidden, n_layers=p.n_layers, activation=p.activation,
+                               negative_slope=p.negative_slope, sigma0=p.sigma0, f_clamp=p.f_clamp)
     if m.decoder == "conv":
         kwargs = dict(latent_dim=m.latent_dim, channels=recipe.data.channels, image_size=recipe.data.image_size,
                       ngf=m.ngf, sigma=m.likelihood_sigma, **m.decoder_args)
@@ -239,7 +254,8 @@ def build_model(recipe, tokenizer=None) -> LatentEBMModel:
     if tokenizer is None:
         raise ValueError(f"a {m.decoder} decoder needs a tokenizer (the vocabulary); none was given")
     kwargs = dict(vocab_size=len(tokenizer), latent_dim=m.latent_dim, pad_id=tokenizer.pad_id,
-                  bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
+                  bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id, unk_id=tokenizer.unk_id,
+                  word_dropout=m.word_dropout)
     if m.decoder == "lstm":
         kwargs.update(embed_dim=m.embed_dim, hidden_dim=m.hidden_dim, dropout_in=m.dropout_in,
                       dropout_out=m.dropout_out, init_range=m.init_range)

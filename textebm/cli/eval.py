@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
                     ("rppl", "reverse perplexity: n-gram model of samples scores the split"),
                     ("nll", "NLL / per-token perplexity by importance sampling"),
                     ("recon", "reconstruction NLL at posterior samples"),
-                    ("diversity", "distinct-1/2/3 and self-BLEU of samples")):
+                    ("diversity", "distinct-1/2/3 and self-BLEU of samples"),
+                    ("latent", "latent usage: mutual information, active units, shuffled-latent gap, KL, "
+                               "reconstruction accuracy and BLEU")):
         e.add_argument(f"--{m}", action="store_true", help=what)
     e.add_argument("--all", action="store_true", help="every metric (the default when none is chosen)")
     e.add_argument("--n-samples", type=int_in(1, 10 ** 7), default=None,
@@ -36,7 +38,8 @@ def add_parser(sub) -> None:
     e.add_argument("--importance-samples", "-K", type=int_in(1, 10 ** 5), default=None,
                    help="importance samples per sentence (default 100)")
     e.add_argument("--chains", type=int_in(2, 10 ** 4), default=None,
-                   help="posterior chains per sentence for the proposal (default 16)")
+                   help="posterior chains per sentence for the NLL proposal (default 16) and the latent "
+                        "diagnostics (default 8)")
     e.add_argument("--posterior-steps", type=int_in(0, 10 ** 5), default=None,
                    help="posterior Langevin steps (default: the recipe's K1)")
     e.add_argument("--posterior-step-size", type=float_in(0.0), default=None,

@@ -1,7 +1,7 @@
 """Decoders p_beta(x | z): the protocol, the text decoders and the conv image generator."""
 import inspect
 
-from .base import Decoder, check_latent, split_log_prob
+from .base import Decoder, check_latent, rnn_backward_mode, split_log_prob
 from .conv import ConvDecoder
 from .lstm import LSTMDecoder
 from .transformer import TransformerDecoder
@@ -24,5 +24,5 @@ def build_decoder(name: str, **kwargs):
     return cls(**kwargs)
 
 
-__all__ = ["Decoder", "check_latent", "split_log_prob", "LSTMDecoder", "TransformerDecoder",
+__all__ = ["Decoder", "check_latent", "rnn_backward_mode", "split_log_prob", "LSTMDecoder", "TransformerDecoder",
            "ConvDecoder", "DECODERS", "build_decoder"]

@@ -18,6 +18,8 @@ and, optionally, two hooks that let posterior samplers reuse per-batch work acro
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 from typing import Any, Callable, Protocol, Tuple, runtime_checkable
 
 import torch
@@ -32,12 +34,40 @@ class Decoder(Protocol):
     def generate(self, z: torch.Tensor, **kwargs) -> Any: ...
 
 
-def split_log_prob(decoder, x) -> Tuple[Callable[[Any, torch.Tensor], torch.Tensor], Any]:
+def split_log_prob(decoder, x, static: bool = False) -> Tuple[Callable[[Any, torch.Tensor], torch.Tensor], Any]:
     """(fn, ctx) with fn(ctx, z) = log p_beta(x | z): ``(log_prob_prepared, prepare(x))`` when the decoder has the
-    hooks, else ``(log_prob, x)``. ``fn`` does not change from batch to batch, so it can be compiled once."""
+    hooks, else ``(log_prob, x)``. ``fn`` does not change from batch to batch, so it can be compiled once. With
+    ``static`` the context's shapes depend only on x's shape (for captured chains), when ``prepare`` supports it."""
     if hasattr(decoder, "prepare") and hasattr(decoder, "log_prob_prepared"):
+        if static and "static" in inspect.signature(decoder.prepare).parameters:
+            return decoder.log_prob_prepared, decoder.prepare(x, static=True)
         return decoder.log_prob_prepared, decoder.prepare(x)
     return decoder.log_prob, x
+
+
+@contextlib.contextmanager
+def rnn_backward_mode(module: torch.nn.Module, always: bool = False):
+    """While gradients are enabled (or ``always``: around a chain, which enables them itself), run every recurrent
+    layer (``nn.RNNBase``) of ``module`` in training mode.
+
+    cuDNN computes an RNN's backward only from a forward made in training mode ("cudnn RNN backward can only be
+    called in training mode"), and a posterior chain differentiates through the decoder in eval mode. An RNN in
+    training mode computes the same function as in eval mode once its inter-layer dropout is 0 (a one-layer RNN has
+    none), so that is set too for the duration; the decoder's own dropout modules keep their eval meaning.
+    """
+    switched = []
+    if always or torch.is_grad_enabled():
+        for m in module.modules():
+            if isinstance(m, torch.nn.RNNBase) and not m.training:
+                switched.append((m, m.dropout))
+                m.dropout = 0.0
+                m.train()
+    try:
+        yield
+    finally:
+        for m, p in switched:
+            m.eval()
+            m.dropout = p
 
 
 def check_latent(z: torch.Tensor, latent_dim: int, batch: int | None = None, who: str = "decoder") -> None:

@@ -61,6 +61,12 @@ class ConvDecoder(nn.Module):
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
+    def reset_parameters(self) -> None:
+        """Re-initialize every layer with PyTorch's default initializer (in place)."""
+        for m in self.net:
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
     @property
     def n_dims(self) -> int:
         return self.channels * self.image_size * self.image_size

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import check_latent
-from .ops import TokenSelection, lstm_recurrence, select_tokens, token_log_likelihood
+from .base import check_latent, rnn_backward_mode
+from .ops import TokenSelection, lstm_recurrence, select_tokens, token_log_likelihood, word_dropout
 
 
 @dataclass
@@ -37,8 +37,10 @@ class LSTMDecoder(nn.Module):
         vocab_size, latent_dim: sizes.
         embed_dim, hidden_dim: embedding and LSTM sizes (paper: SNLI 256/256, PTB 128/512, Yahoo 512/1024).
         dropout_in, dropout_out: dropout on input embeddings and on LSTM outputs.
-        pad_id, bos_id, eos_id: special token ids (from the tokenizer).
+        pad_id, bos_id, eos_id, unk_id: special token ids (from the tokenizer).
         init_range: parameters start uniform in (-init_range, init_range) (0.1 in the paper's setup).
+        word_dropout: in training mode, replace this fraction of the input words by ``<unk>`` (Bowman et al.
+            2016), so that the decoder must take what it cannot see from z.
         impl: ``fused`` runs ``nn.LSTM`` (cuDNN on GPU), ``unrolled`` a loop over time that reuses the
             embeddings' input projection across Langevin steps (faster on CPU), ``auto`` picks by device.
             Both compute the same function with the same parameters.
@@ -46,26 +48,34 @@ class LSTMDecoder(nn.Module):
 
     def __init__(self, vocab_size: int, latent_dim: int, embed_dim: int = 128, hidden_dim: int = 512,
                  dropout_in: float = 0.5, dropout_out: float = 0.5, pad_id: int = 0, bos_id: int = 2,
-                 eos_id: int = 3, init_range: float = 0.1, impl: str = "auto"):
+                 eos_id: int = 3, init_range: float = 0.1, impl: str = "auto", word_dropout: float = 0.0,
+                 unk_id: int = 1):
         super().__init__()
         self.vocab_size, self.latent_dim = int(vocab_size), int(latent_dim)
-        self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)
+        self.pad_id, self.bos_id, self.eos_id, self.unk_id = int(pad_id), int(bos_id), int(eos_id), int(unk_id)
         if impl not in ("auto", "fused", "unrolled"):
             raise ValueError(f"impl must be auto, fused or unrolled; got {impl!r}")
-        self.impl = impl
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
+        self.impl, self.word_dropout, self.init_range = impl, float(word_dropout), float(init_range)
         self.config = dict(vocab_size=vocab_size, latent_dim=latent_dim, embed_dim=embed_dim,
                            hidden_dim=hidden_dim, dropout_in=dropout_in, dropout_out=dropout_out,
-                           pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, init_range=init_range)
+                           pad_id=pad_id, bos_id=bos_id, eos_id=eos_id, init_range=init_range,
+                           word_dropout=word_dropout, unk_id=unk_id)
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.z_to_c = nn.Linear(latent_dim, hidden_dim)
         self.lstm = nn.LSTM(embed_dim + latent_dim, hidden_dim, num_layers=1, batch_first=True)
         self.drop_in = nn.Dropout(dropout_in)
         self.drop_out = nn.Dropout(dropout_out)
         self.out = nn.Linear(hidden_dim, vocab_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -init_range, init_range)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Every parameter uniform in (-init_range, init_range), the padding embedding 0 (in place)."""
         with torch.no_grad():
-            self.embed.weight[pad_id].zero_()
+            for p in self.parameters():
+                p.uniform_(-self.init_range, self.init_range)
+            self.embed.weight[self.pad_id].zero_()
 
     # ---- likelihood ------------------------------------------------------------------------------------
     def _check_tokens(self, x: torch.Tensor) -> None:
@@ -75,14 +85,18 @@ class LSTMDecoder(nn.Module):
         if x.shape[1] < 2:
             raise ValueError(f"x must hold at least <s> and one token per row; got length {x.shape[1]}")
 
-    def prepare(self, x: torch.Tensor) -> TokenContext:
-        """Embed the inputs once per batch (z does not enter here).
+    def prepare(self, x: torch.Tensor, static: bool = False) -> TokenContext:
+        """Embed the inputs once per batch (z does not enter here); word dropout applies in training mode.
 
         On the unrolled path the input-to-hidden projection of the embeddings, W_ie e_t + b, is computed here
-        too, so each posterior Langevin step only adds z's contribution W_iz z as a per-sentence bias.
+        too, so each posterior Langevin step only adds z's contribution W_iz z as a per-sentence bias. With
+        ``static`` every position reaches the output layer (padding weighted by 0): shapes then depend only on
+        x's shape, as a captured chain needs, and nothing is read back to the host.
         """
         self._check_tokens(x)
         inputs, targets = x[:, :-1], x[:, 1:]
+        if self.training:
+            inputs = word_dropout(inputs, self.word_dropout, self.unk_id, self.pad_id)
         emb = self.drop_in(self.embed(inputs))
         proj = None
         if self._use_unrolled(emb):
@@ -90,7 +104,8 @@ class LSTMDecoder(nn.Module):
             proj = torch.addmm(self.lstm.bias_ih_l0 + self.lstm.bias_hh_l0, emb.reshape(-1, E),
                                self.lstm.weight_ih_l0[:, :E].t()).view(emb.shape[0], emb.shape[1], -1)
         mask = (targets != self.pad_id).to(self.out.weight.dtype)
-        return TokenContext(emb=emb, targets=targets, mask=mask, proj=proj, selection=select_tokens(targets, mask))
+        return TokenContext(emb=emb, targets=targets, mask=mask, proj=proj,
+                            selection=select_tokens(targets, mask, static=static))
 
     def _use_unrolled(self, emb: torch.Tensor) -> bool:
         impl = self.impl
@@ -106,7 +121,8 @@ class LSTMDecoder(nn.Module):
             emb = ctx.emb
             B, T, _ = emb.shape
             inp = torch.cat([emb, z.unsqueeze(1).expand(B, T, z.shape[1])], dim=-1)
-            out, _ = self.lstm(inp, (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous()))
+            with rnn_backward_mode(self.lstm):  # cuDNN's RNN backward needs a training-mode forward
+                out, _ = self.lstm(inp, (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous()))
         return self.drop_out(out)
 
     def _unrolled(self, proj: torch.Tensor, z: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

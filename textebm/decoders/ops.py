@@ -1,26 +1,31 @@
-"""Fused operations shared by the token decoders."""
+"""Fused operations shared by the token decoders.
+
+GPU contracts kept here (they are tested on the CPU by proxy): nothing reads a device value back to the host, so a
+Langevin step over these ops never synchronizes and can be captured in a CUDA graph; no atomic accumulation
+(``index_add``, ``scatter_add``) sums into shared outputs, so results do not depend on thread order.
+"""
 from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
 import torch
 
-# Below this probability log(p) is no longer accurate in float32; such rows get their log-likelihood from an
-# exact log-sum-exp instead (a token more than about 69 nats less likely than the rest: rare, but kept exact).
-_TINY = 1e-30
-
 
 class _TokenLogLikelihood(torch.autograd.Function):
     """ll_n = log softmax(W h_n + b)[y_n] for rows n, with a hand-written backward.
 
-    The forward makes one softmax pass over the (rows x vocabulary) logits, in place, and keeps p = softmax
-    for the backward; ll_n = log p_n[y_n] (exact log-sum-exp for the rare rows where p_n[y_n] underflows).
-    Given a ``workspace`` dict (one per prepared batch), the logits buffer is reused from call to call: the
-    posterior sampler calls this K1 times per batch with the same shapes, and a fresh (rows x vocabulary)
-    buffer per call costs page faults that took about a fifth of a PTB posterior call on a 2-core VM. A
-    forward that reuses the buffer before the previous call's backward has run makes that backward fail with
-    autograd's in-place modification error, never silently. With
-    d ll_n / d logits_n = onehot(y_n) - p_n:
+    The forward makes one softmax pass over the (rows x vocabulary) logits, in place, and keeps p = softmax for the
+    backward. The value is exact for every row, without a host-side branch:
+
+        ll_n = l_{n,y} - lse_n,   lse_n = m_n - log p_{n,m},   m_n = max_v l_{n,v} (at column m)
+
+    from the target's logit and the row maximum, both read before the in-place softmax; p_{n,m} >= 1 / V never
+    underflows (log p_{n,y} itself would for a token more than about 87 nats below the rest). Given a
+    ``workspace`` dict (one per prepared batch), the logits buffer is reused from call to call: the posterior
+    sampler calls this K1 times per batch with the same shapes, and a fresh (rows x vocabulary) buffer per call
+    costs page faults that took about a fifth of a PTB posterior call on a 2-core VM. A forward that reuses the
+    buffer before the previous call's backward has run makes that backward fail with autograd's in-place
+    modification error, never silently. With d ll_n / d logits_n = onehot(y_n) - p_n:
         dL/dh_n = g_n (W[y_n] - p_n W)   (one matrix product, no pass over the buffer),
         dL/dW = (g * (onehot - p))^T h,  dL/db = sum_n g_n (onehot - p_n)   (only when the weights require grad;
     the samplers freeze the parameters, so sampling z never pays for them). Same value and gradients as
@@ -38,17 +43,13 @@ class _TokenLogLikelihood(torch.autograd.Function):
         if reuse:
             workspace["logits"] = logits
         col = targets.unsqueeze(1)
+        logit_y = logits.gather(1, col).squeeze(1).float()
+        top, arg = logits.max(1)
         if logits.dtype == torch.float32:  # softmax in place: each row is read before it is overwritten
             probs = torch._softmax(logits, 1, False, out=logits)
         else:  # bf16/fp16 logits under autocast: probabilities in float32
             probs = torch.softmax(logits, 1, dtype=torch.float32)
-        p_y = probs.gather(1, col).squeeze(1)
-        ll = p_y.log()
-        low = p_y < _TINY
-        if bool(low.any()):  # recompute these rows' logits exactly (the buffer may now hold p)
-            rows = low.nonzero().squeeze(1)
-            lg = torch.addmm(bias, h.index_select(0, rows), weight.t()).float()
-            ll[rows] = lg.gather(1, col[rows]).squeeze(1) - torch.logsumexp(lg, 1)
+        ll = logit_y - top.float() + probs.gather(1, arg.unsqueeze(1)).squeeze(1).log()
         ctx.dt = logits.dtype  # the matrix products' dtype (bf16/fp16 under autocast)
         del logits
         ctx.save_for_backward(h, weight, probs, targets)
@@ -62,9 +63,11 @@ class _TokenLogLikelihood(torch.autograd.Function):
         g = g.to(probs.dtype)
         gh = gw = gb = None
         if need_w or need_b:
-            # g * (onehot - p), in a new buffer so that the graph can be run backward again (retain_graph)
+            # g * (onehot - p), in a new buffer so that the graph can be run backward again (retain_graph); each
+            # row has one target, so the scatter writes every position at most once (no accumulation order)
             grad_logits = probs * -g.unsqueeze(1)
-            grad_logits.scatter_add_(1, targets.unsqueeze(1), g.unsqueeze(1))
+            col = targets.unsqueeze(1)
+            grad_logits.scatter_(1, col, grad_logits.gather(1, col) + g.unsqueeze(1))
             gl = grad_logits.to(dt)
             if need_h:
                 gh = (gl @ weight.to(dt)).to(h.dtype)
@@ -80,34 +83,54 @@ class _TokenLogLikelihood(torch.autograd.Function):
 
 
 class TokenSelection(NamedTuple):
-    """What the likelihood reuses across the Langevin steps of one batch: the real (unmasked) positions, found
-    once, and a workspace for the logits buffer."""
+    """What the likelihood reuses across the Langevin steps of one batch: which positions reach the output layer,
+    found once, and a workspace for the logits buffer.
 
-    rows: torch.Tensor       # flat indices b * T + t of real positions
-    sentence: torch.Tensor   # the sentence b of each real position
-    targets: torch.Tensor    # the target token at each real position
+    ``rows`` None means every position (static shapes for a captured chain; padding is then weighted by 0)."""
+
+    rows: Optional[torch.Tensor]  # flat indices b * T + t of real positions, or None for all positions
+    targets: torch.Tensor         # the target token at each selected position
+    weight: Optional[torch.Tensor] = None  # (B * T,) mask when every position is selected
     workspace: Optional[dict] = None
 
 
-def select_tokens(targets: torch.Tensor, mask: torch.Tensor) -> TokenSelection:
-    """Index the positions where ``mask`` is true in (B, T) ``targets``."""
+def select_tokens(targets: torch.Tensor, mask: torch.Tensor, static: bool = False) -> TokenSelection:
+    """Index the positions where ``mask`` is true in (B, T) ``targets`` (one ``nonzero``, a host read on a GPU);
+    with ``static`` select every position instead, so shapes depend only on (B, T)."""
+    if static:
+        return TokenSelection(None, targets.reshape(-1), mask.reshape(-1).to(torch.float32), {})
     rows = mask.reshape(-1).bool().nonzero().squeeze(1)
-    return TokenSelection(rows, torch.div(rows, targets.shape[1], rounding_mode="floor"),
-                          targets.reshape(-1).index_select(0, rows), {})
+    return TokenSelection(rows, targets.reshape(-1).index_select(0, rows), None, {})
 
 
-def token_log_likelihood(hidden: torch.Tensor, linear: torch.nn.Linear, targets: torch.Tensor,
-                         mask: torch.Tensor, selection: Optional[TokenSelection] = None) -> torch.Tensor:
+def word_dropout(inputs: torch.Tensor, p: float, unk_id: int, pad_id: int) -> torch.Tensor:
+    """Decoder inputs with each real word after ``<s>`` replaced by ``<unk>`` with probability ``p`` (word dropout,
+    Bowman et al. 2016): the decoder must then lean on z for what it cannot see. Padding and ``<s>`` stay."""
+    if p <= 0:
+        return inputs
+    drop = torch.rand(inputs.shape, device=inputs.device) < p
+    drop[:, 0] = False
+    drop &= inputs != pad_id
+    return torch.where(drop, torch.full_like(inputs, unk_id), inputs)
+
+
+def token_log_likelihood(hidden: torch.Tensor, linear, targets: torch.Tensor, mask: torch.Tensor,
+                         selection: Optional[TokenSelection] = None) -> torch.Tensor:
     """Per-sequence sum of log p(y_t | h_t) over positions where ``mask`` is true; (B, T, H) -> (B,).
 
-    Only real (unmasked) positions reach the output layer, so padding costs nothing. Pass the batch's
-    ``selection`` (from :func:`select_tokens`) to skip finding the real positions again.
+    Only the selected positions reach the output layer, so padding costs nothing unless the selection is static.
+    The per-sequence sums are a (B, T) sum, not an atomic scatter-add: deterministic on every device. Pass the
+    batch's ``selection`` (from :func:`select_tokens`) to skip finding the real positions again.
     """
     B, T, H = hidden.shape
     sel = selection if selection is not None else select_tokens(targets, mask)
-    ll = _TokenLogLikelihood.apply(hidden.reshape(B * T, H).index_select(0, sel.rows), linear.weight,
-                                   linear.bias, sel.targets, sel.workspace)
-    return torch.zeros(B, dtype=ll.dtype, device=ll.device).index_add(0, sel.sentence, ll)
+    flat = hidden.reshape(B * T, H)
+    if sel.rows is None:
+        ll = _TokenLogLikelihood.apply(flat, linear.weight, linear.bias, sel.targets, sel.workspace)
+        return (ll * sel.weight.to(ll.dtype)).view(B, T).sum(1)
+    ll = _TokenLogLikelihood.apply(flat.index_select(0, sel.rows), linear.weight, linear.bias, sel.targets,
+                                   sel.workspace)
+    return torch.zeros(B * T, dtype=ll.dtype, device=ll.device).index_copy(0, sel.rows, ll).view(B, T).sum(1)
 
 
 class _LSTMRecurrence(torch.autograd.Function):

@@ -34,7 +34,7 @@ from torch import nn
 
 from .base import check_latent
 from .lstm import sample_next, strip_eos
-from .ops import TokenSelection, select_tokens, token_log_likelihood
+from .ops import TokenSelection, select_tokens, token_log_likelihood, word_dropout
 
 
 @dataclass
@@ -113,12 +113,16 @@ class TransformerDecoder(nn.Module):
                  n_head: Optional[int] = None, n_inner: Optional[int] = None, n_positions: Optional[int] = None,
                  n_prefix: int = 1, add_to_inputs: bool = False, dropout: float = 0.1,
                  embd_dropout: Optional[float] = None, pad_id: int = 0, bos_id: int = 2, eos_id: int = 3,
-                 pretrained: Optional[str] = None, lm_config: Optional[Dict[str, Any]] = None):
+                 pretrained: Optional[str] = None, lm_config: Optional[Dict[str, Any]] = None,
+                 word_dropout: float = 0.0, unk_id: int = 1):
         super().__init__()
         from transformers import GPT2LMHeadModel
 
         self.vocab_size, self.latent_dim = int(vocab_size), int(latent_dim)
-        self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)
+        self.pad_id, self.bos_id, self.eos_id, self.unk_id = int(pad_id), int(bos_id), int(eos_id), int(unk_id)
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
+        self.word_dropout = float(word_dropout)
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
         if int(n_prefix) < 1:
@@ -141,8 +145,9 @@ class TransformerDecoder(nn.Module):
         # GPT-2 (built here or loaded) runs its base model and a fused output layer over real tokens only;
         # any other causal LM runs its full forward (which may scale or cap logits) and adds the output bias.
         self._fused = isinstance(self.lm, GPT2LMHeadModel)
-        fwd = (self.lm.transformer if self._fused else self.lm).forward
-        self._pass_positions = "position_ids" in inspect.signature(fwd).parameters
+        params = inspect.signature((self.lm.transformer if self._fused else self.lm).forward).parameters
+        self._pass_positions = "position_ids" in params
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
 
         self.z_to_prefix = nn.Linear(self.latent_dim, self.n_prefix * self.n_embd)
         self.z_to_input = nn.Linear(self.latent_dim, self.n_embd) if self.add_to_inputs else None
@@ -151,7 +156,7 @@ class TransformerDecoder(nn.Module):
         self.config = dict(vocab_size=self.vocab_size, latent_dim=self.latent_dim, n_prefix=self.n_prefix,
                            add_to_inputs=self.add_to_inputs, pad_id=self.pad_id, bos_id=self.bos_id,
                            eos_id=self.eos_id, pretrained=None if pretrained is None else str(pretrained),
-                           lm_config=lm_config)
+                           lm_config=lm_config, word_dropout=self.word_dropout, unk_id=self.unk_id)
         if lm_config is None:
             self.config.update(n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head, n_inner=cfg.n_inner,
                                n_positions=cfg.n_positions, dropout=float(dropout),
@@ -220,6 +225,17 @@ class TransformerDecoder(nn.Module):
             if bar:
                 hf_logging.enable_progress_bar()
 
+    def reset_parameters(self) -> None:
+        """Re-initialize every weight in place: the language model with its own initializer (``_init_weights``
+        of transformers, applied module by module; tied weights stay tied), the z maps as at construction and the
+        output bias to 0. A pretrained language model loses its pretrained weights."""
+        with torch.no_grad():
+            self.lm.apply(self.lm._init_weights)
+            self.z_to_prefix.reset_parameters()
+            if self.z_to_input is not None:
+                self.z_to_input.reset_parameters()
+            self.out_bias.zero_()
+
     def _setup_tied_parameters(self) -> None:
         """Tied parameters (GPT-2's output matrix is its token embedding) are stored once.
 
@@ -248,17 +264,18 @@ class TransformerDecoder(nn.Module):
 
     # ---- the network -----------------------------------------------------------------------------------
     def _run(self, embeds, attention_mask=None, position_ids=None, past=None, use_cache=False):
-        """(states, cache): final hidden states (GPT-2) or logits (other LMs) for ``embeds``."""
+        """(states, cache): final hidden states (GPT-2) or logits (other LMs) for ``embeds``.
+
+        The key/value cache goes in and comes out under the name the installed ``transformers`` uses (``cache``
+        in 5.x, ``past_key_values`` before)."""
         kw = dict(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=use_cache)
         if past is not None:
-            kw["past_key_values"] = past
+            kw[self._cache_arg] = past
         if self._pass_positions and position_ids is not None:
             kw["position_ids"] = position_ids
-        if self._fused:
-            out = self.lm.transformer(**kw)
-            return out.last_hidden_state, out.past_key_values
-        out = self.lm(**kw)
-        return out.logits, out.past_key_values
+        out = self.lm.transformer(**kw) if self._fused else self.lm(**kw)
+        cache = getattr(out, "cache", None) if self._cache_arg == "cache" else getattr(out, "past_key_values", None)
+        return (out.last_hidden_state if self._fused else out.logits), cache
 
     def _head(self):
         """The output layer as (weight, bias): the LM head plus this decoder's learned bias."""
@@ -291,10 +308,14 @@ class TransformerDecoder(nn.Module):
         if x.shape[1] < 2:
             raise ValueError(f"x must hold at least <s> and one token per row; got length {x.shape[1]}")
 
-    def prepare(self, x: torch.Tensor) -> PrefixContext:
-        """Token embeddings, masks, positions and targets of a batch: the part of the input that z leaves alone."""
+    def prepare(self, x: torch.Tensor, static: bool = False) -> PrefixContext:
+        """Token embeddings, masks, positions and targets of a batch: the part of the input that z leaves alone.
+        Word dropout applies in training mode; ``static`` makes every position reach the output layer (shapes
+        that depend only on x's shape, for captured chains)."""
         self._check_tokens(x)
         inputs, targets = x[:, :-1].long(), x[:, 1:].long()
+        if self.training:
+            inputs = word_dropout(inputs, self.word_dropout, self.unk_id, self.pad_id)
         B, T = inputs.shape
         L = self.n_prefix + T
         self._check_length(L, f"a batch of length {x.shape[1]}")
@@ -304,7 +325,7 @@ class TransformerDecoder(nn.Module):
         pos = torch.arange(L, device=x.device).unsqueeze(0).expand(B, L)
         mask = (targets != self.pad_id).to(emb.dtype)
         return PrefixContext(emb=emb, targets=targets, mask=mask, attention_mask=attn, position_ids=pos,
-                             selection=select_tokens(targets, mask))
+                             selection=select_tokens(targets, mask, static=static))
 
     def log_prob_prepared(self, ctx: PrefixContext, z: torch.Tensor) -> torch.Tensor:
         """Sum over real tokens of log p(x_t | x_<t, z), from a prepared batch; shape (batch,)."""

@@ -23,13 +23,13 @@ import torch
 
 
 # ---- sampling ---------------------------------------------------------------------------------------------
-def posterior_chains(model, x: torch.Tensor, n_chains: int, n_steps: int, step_size: float,
+def posterior_chains(model, x: torch.Tensor, n_chains: int, n_steps: Optional[int] = None, step_size=None,
                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """(B, C, d) final states of C = ``n_chains`` independent posterior chains per sentence of the batch x.
 
     The chains run as one batch: ``x.repeat_interleave(C, 0)`` with starts z0 ~ p0 = N(0, sigma0^2 I), through
-    ``model.sample_posterior`` (``n_steps`` steps of size ``step_size`` on log p_alpha(z) + log p_beta(x | z)),
-    with the model in eval mode (no dropout; its previous mode is restored).
+    ``model.sample_posterior`` (the recipe's posterior chain on log p_alpha(z) + log p_beta(x | z); ``n_steps``
+    and ``step_size`` override it), with the model in eval mode (no dropout; its previous mode is restored).
     """
     if n_chains < 1:
         raise ValueError(f"n_chains must be >= 1, got {n_chains}")
@@ -376,8 +376,12 @@ def _bodies(model, x: torch.Tensor) -> List[List[int]]:
 @torch.no_grad()
 def _decode(model, x: torch.Tensor, z: torch.Tensor, max_len: Optional[int]):
     refs = _bodies(model, x)
-    if max_len is None:  # room for the longest input, its </s> and a run-on
-        max_len = max(len(r) for r in refs) + 5
+    if max_len is None:  # room for the longest input, its </s> and a run-on (within a transformer's positions)
+        longest = max(len(r) for r in refs)
+        max_len = longest + 5
+        cap = getattr(model.decoder, "max_positions", None)
+        if cap is not None:
+            max_len = max(longest + 1, min(max_len, cap - getattr(model.decoder, "n_prefix", 0)))
     hyps = model.decoder.generate(z, max_len=max_len, greedy=True)
     stopped = [len(h) < max_len for h in hyps]
     return hyps, refs, stopped
@@ -386,8 +390,9 @@ def _decode(model, x: torch.Tensor, z: torch.Tensor, max_len: Optional[int]):
 def reconstruction(model, x: torch.Tensor, z: torch.Tensor, max_len: Optional[int] = None) -> dict:
     """Greedy decoding from posterior samples z (B, d) compared with the input sentences x (padded batch).
 
-    ``decoder.generate(z, max_len, greedy=True)``; ``max_len`` defaults to the longest input + 5 tokens, so a
-    decoding that has not stopped by then has overrun every input. Scores from :func:`reconstruction_scores`
+    ``decoder.generate(z, max_len, greedy=True)``; ``max_len`` defaults to the longest input + 5 tokens (fewer
+    if a transformer's positions end sooner, never fewer than the longest input + 1), so a decoding that has
+    not stopped by then has overrun every input. Scores from :func:`reconstruction_scores`
     (token accuracy incl. </s>, exact match, corpus BLEU-4 over the model's token ids). Model in eval mode.
     """
     hyps, refs, stopped = _decode(model, x, z, max_len)
@@ -396,14 +401,6 @@ def reconstruction(model, x: torch.Tensor, z: torch.Tensor, max_len: Optional[in
 
 
 # ---- everything -------------------------------------------------------------------------------------------
-def _sampling_defaults(model, n_steps, step_size):
-    r = getattr(model, "recipe", None)
-    s = r.sampling if r is not None else None
-    n_steps = n_steps if n_steps is not None else (s.posterior_steps if s else 20)
-    step_size = step_size if step_size is not None else (s.posterior_step_size if s else 0.1)
-    return int(n_steps), float(step_size)
-
-
 def _log_z(model, log_z, log_z_samples: int, seed: int):
     if log_z is not None:
         return (float(log_z[0]), float(log_z[1])) if isinstance(log_z, (tuple, list)) else (float(log_z), 0.0)
@@ -441,7 +438,8 @@ def latent_diagnostics(model, batches: Iterable[torch.Tensor], n_chains: int = 8
       inflation 1.5); log Z(alpha) by :func:`~textebm.eval.likelihood.estimate_log_partition`
       (``log_z_samples``, ``seed``) unless ``log_z`` (a number or (estimate, se)) is given; 0 for a GaussianPrior;
     * ``kl`` (+ ``_se``) = is_nll - recon_nll per sentence: log p(x | z+) - log p(x), whose expectation over
-      z+ ~ p(z | x) is KL(p(z | x) || p_alpha(z)) (biased up by the IS estimate's downward bias of log p(x));
+      z+ ~ p(z | x) is KL(p(z | x) || p_alpha(z)) (biased up by the IS estimate's downward bias of log p(x),
+      shifted by any error of log Z);
     * ``recon_token_acc``, ``recon_exact``, ``recon_bleu``: :func:`reconstruction` from z+ (corpus-level);
     * ``n_sentences``, ``n_chains``, ``latent_dim``, ``n_steps``, ``step_size``, ``n_importance``, ``log_z``,
       ``seed``.
@@ -453,7 +451,9 @@ def latent_diagnostics(model, batches: Iterable[torch.Tensor], n_chains: int = 8
 
     if n_chains < 2:
         raise ValueError(f"n_chains must be >= 2 (the IS proposal and the diagnostics need spread), got {n_chains}")
-    n_steps, step_size = _sampling_defaults(model, n_steps, step_size)
+    from ..model import chain_settings, describe_chain
+
+    chain = describe_chain(chain_settings(getattr(model, "recipe", None), "posterior", n_steps, step_size))
     was = model.training
     model.eval()
     all_chains, recon, is_nll, is_se, gaps = [], [], [], [], []
@@ -499,8 +499,8 @@ def latent_diagnostics(model, batches: Iterable[torch.Tensor], n_chains: int = 8
     chains = torch.cat(all_chains)
     N = chains.shape[0]
     recon_t, is_t = torch.cat(recon), torch.cat(is_nll)
-    out = {"n_sentences": N, "n_chains": n_chains, "latent_dim": int(chains.shape[2]), "n_steps": n_steps,
-           "step_size": step_size, "n_importance": n_importance, "log_z": lz, "log_z_se": lz_se, "seed": seed}
+    out = {"n_sentences": N, "n_chains": n_chains, "latent_dim": int(chains.shape[2]), "n_steps": chain["n_steps"],
+           "step_size": chain["step_size"], "n_importance": n_importance, "log_z": lz, "log_z_se": lz_se, "seed": seed}
     if N >= 2 and n_chains >= n_eval + 2:
         mi = mutual_information(chains, n_eval=n_eval)
         au = active_units(chains, threshold=au_threshold)

@@ -28,6 +28,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from ..model import chain_settings, describe_chain
+
 #: Defaults of :func:`evaluate_nll` (and ``textebm eval --nll``), chosen so the quickstart run evaluates in
 #: well under two minutes on two CPU cores.
 NLL_DEFAULTS = dict(n_importance=100, n_chains=16, inflation=1.5, covariance="diag", log_z_samples=100_000,
@@ -96,25 +98,23 @@ def gaussian_from_samples(z: torch.Tensor, inflation: float = 1.5, covariance: s
 
 
 @torch.no_grad()
-def fit_posterior_proposal(model, x, n_chains: int = 16, n_steps: int = 20, step_size: float = 0.1,
+def fit_posterior_proposal(model, x, n_chains: int = 16, n_steps: Optional[int] = None, step_size=None,
                            inflation: float = 1.5, covariance: str = "diag", min_var: float = 1e-4,
                            shrinkage: float = 0.1, z_clamp: Optional[float] = None,
                            generator: Optional[torch.Generator] = None) -> GaussianProposal:
     """Run ``n_chains`` posterior Langevin chains per example of x and fit :func:`gaussian_from_samples`.
 
-    Chains target log p_alpha(z) + log p_beta(x | z) (``model.posterior_log_prob``), start at p0 and run
-    z <- z + (s^2/2) grad + s eps for ``n_steps`` steps of size s = ``step_size``; each chain's last state is one
-    sample. x may be any batch the decoder accepts whose first dimension indexes examples.
+    Chains target log p_alpha(z) + log p_beta(x | z), start at p0 and run the recipe's posterior chain (its sampler
+    and noise) for ``n_steps`` steps of size ``step_size`` (a number or a schedule); each chain's last state is
+    one sample. x may be any batch the decoder accepts whose first dimension indexes examples.
     """
-    from ..sampling import langevin
-
     if n_chains < 2:
         raise ValueError(f"n_chains must be >= 2 to fit a proposal, got {n_chains}")
     B = x.shape[0]
     x_rep = x.repeat_interleave(n_chains, 0)
     z0 = model.prior.sample_reference(B * n_chains, generator=generator)
-    out = langevin(model.posterior_log_prob(x_rep), z0, n_steps, step_size, z_clamp=z_clamp,
-                   generator=generator, name="posterior langevin (proposal)")
+    out = model.sample_posterior(x_rep, z0=z0, n_steps=n_steps, step_size=step_size, z_clamp=z_clamp,
+                                 generator=generator, return_samples=True, name="posterior chain (proposal)")
     z = out.z.view(B, n_chains, -1)
     return gaussian_from_samples(z, inflation=inflation, covariance=covariance, min_var=min_var,
                                  shrinkage=shrinkage)
@@ -214,7 +214,8 @@ def _batches(ids: List[List[int]], batch_size: int):
 NLL_PROTOCOL = (
     "NLL by importance sampling: log p(x) ~= logmeanexp_k [log p_alpha(z_k) + log p_beta(x|z_k) - log q(z_k|x)] "
     "with K = {n_importance} samples z_k ~ q(z|x); q is a {covariance} Gaussian fitted to {n_chains} posterior "
-    "Langevin chains per sentence ({n_steps} steps of size {step_size} from N(0, sigma0^2 I), last state of each "
+    "chains per sentence ({sampler}, {n_steps} steps of size {step_size}, noise scale {noise_scale}, from "
+    "N(0, sigma0^2 I), the recipe's posterior chain unless overridden; last state of each "
     "chain), its (co)variance multiplied by {inflation} for heavier tails. log p_alpha includes -log Z(alpha), "
     "estimated once per model by Monte Carlo under N(0, sigma0^2 I) with {log_z_samples} samples (seed "
     "{seed}); every log p(x) inherits that error (an error e in log Z changes the total NLL by N*e). "
@@ -241,10 +242,10 @@ def evaluate_nll(model, sentences: Sequence[str], n_importance: int = NLL_DEFAUL
     """
     r = model.recipe
     s = r.sampling if r is not None else None
-    n_steps = n_steps if n_steps is not None else (s.posterior_steps if s else 20)
-    step_size = step_size if step_size is not None else (s.posterior_step_size if s else 0.1)
+    chain = describe_chain(chain_settings(r, "posterior", n_steps, step_size))
     z_clamp = s.z_clamp if s else None
-    settings = dict(n_importance=n_importance, n_chains=n_chains, n_steps=n_steps, step_size=step_size,
+    settings = dict(n_importance=n_importance, n_chains=n_chains, n_steps=chain["n_steps"],
+                    step_size=chain["step_size"], noise_scale=chain["noise_scale"], sampler=chain["sampler"],
                     inflation=inflation, covariance=covariance, log_z_samples=log_z_samples, seed=seed,
                     batch_size=batch_size)
     ids, stats = _encode_for_model(model, sentences)
@@ -300,8 +301,9 @@ def evaluate_nll(model, sentences: Sequence[str], n_importance: int = NLL_DEFAUL
 
 
 RECON_PROTOCOL = (
-    "Reconstruction NLL: -log p_beta(x|z+) at one posterior sample z+ per sentence (posterior Langevin, "
-    "{n_steps} steps of size {step_size} from N(0, sigma0^2 I), the recipe's K1 and s1 unless overridden; "
+    "Reconstruction NLL: -log p_beta(x|z+) at one posterior sample z+ per sentence (the recipe's posterior chain "
+    "unless overridden: {sampler}, {n_steps} steps of size {step_size}, noise scale {noise_scale}, from "
+    "N(0, sigma0^2 I); "
     "seed {seed}), decoder in eval mode. Reported per sentence (nats) and per token (tokens include </s>); "
     "it is not a likelihood of x (z+ depends on x) and is not comparable to the NLL."
 )
@@ -313,9 +315,9 @@ def evaluate_reconstruction(model, sentences: Sequence[str], n_steps: Optional[i
     """Mean -log p_beta(x | z+) at posterior samples z+ ~ p(z | x) (short-run Langevin), per sentence and token."""
     r = model.recipe
     s = r.sampling if r is not None else None
-    n_steps = n_steps if n_steps is not None else (s.posterior_steps if s else 20)
-    step_size = step_size if step_size is not None else (s.posterior_step_size if s else 0.1)
-    settings = dict(n_steps=n_steps, step_size=step_size, seed=seed, batch_size=batch_size)
+    chain = describe_chain(chain_settings(r, "posterior", n_steps, step_size))
+    settings = dict(n_steps=chain["n_steps"], step_size=chain["step_size"], noise_scale=chain["noise_scale"],
+                    sampler=chain["sampler"], seed=seed, batch_size=batch_size)
     ids, stats = _encode_for_model(model, sentences)
     out = {"settings": settings, "protocol": RECON_PROTOCOL.format(**settings), **stats}
     if not ids:

@@ -82,6 +82,31 @@ def metric_rows(report: dict) -> List[tuple]:
         rows.append(("recon NLL (nats/sentence)", _fmt(c.get("recon_nll_per_sentence"), 3),
                      _notes(c, f"{c.get('n_sentences', 0)} sentences, one posterior sample each")))
         rows.append(("recon NLL (nats/token)", _fmt(c.get("recon_nll_per_token"), 4), "tokens include </s>"))
+    lat = report.get("latent")
+    if lat is not None:
+        base = f"{lat.get('n_sentences')} sentences, {lat.get('n_chains')} chains each"
+        rows.append(("mutual information I(x; z) (nats)", _fmt(lat.get("mi"), 3),
+                     f"± {_fmt(lat.get('mi_se'), 3)}; {base}"))
+        rows.append(("active units", _fmt(lat.get("active_units")), f"of {lat.get('latent_dim')}"))
+        rows.append(("shuffled-latent gap (nats/sentence)", _fmt(lat.get("shuffle_gap"), 3),
+                     "log p(x|z+(x)) - log p(x|z+(x'))"))
+        rows.append(("KL = IS-NLL - recon NLL (nats/sentence)", _fmt(lat.get("kl"), 3), f"± {_fmt(lat.get('kl_se'), 3)}"))
+        rows.append(("reconstruction token accuracy", _fmt(lat.get("recon_token_acc"), 3),
+                     f"greedy from z+; BLEU-4 {_fmt(lat.get('recon_bleu'), 3)}, exact {_fmt(lat.get('recon_exact'), 3)}"))
+    tr = report.get("truth")
+    if tr is not None:
+        st = tr.get("samples")
+        if st is not None:
+            rows.append(("samples the grammar derives", _fmt(st.get("frac_derivable"), 3),
+                         f"{st.get('n_samples')} samples; copied from train {_fmt(st.get('frac_in_train'), 3)}, "
+                         f"novel and derivable {_fmt(st.get('frac_novel_derivable'), 3)}"))
+            rows.append(("mean true log p of derivable samples (nats)", _fmt(st.get("mean_log_prob_derivable"), 3),
+                         ""))
+        kl = tr.get("kl")
+        if kl is not None:
+            rows.append(("KL(data || model) (nats/sentence)", _fmt(kl.get("kl_per_sentence"), 3),
+                         _notes(kl, f"model NLL - exact entropy {_fmt(kl.get('entropy_per_sentence'), 3)}; "
+                                    f"± {_fmt(kl.get('kl_se'), 3)}")))
     d = report.get("diversity")
     if d is not None:
         for k in ("distinct_1", "distinct_2", "distinct_3"):

@@ -49,15 +49,13 @@ log p_alpha before the prior sees them (``inclusive`` always revises; that is it
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional
 
 import torch
 import torch.nn.functional as F_
 from torch import nn
 
-from ..sampling.base import log_prob_and_grad
-from ..sampling.svgd import svgd_direction
+from ..sampling import SGHMC, SVGD, Langevin, log_prob_and_grad, run_chain
 from .base import PriorObjective
 from .fdiv import MLP_ACTIVATIONS, mlp
 from .mle import ShortRunMLE
@@ -140,6 +138,8 @@ class AmortizedSampler(PriorObjective):
         self.generator: Optional[nn.Module] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self._cache = None
+        #: set by a data-parallel training loop: averages a list of gradients across processes, in place
+        self.average_gradients = None
         if latent_dim is not None:
             self.setup(latent_dim)
 
@@ -202,11 +202,11 @@ class AmortizedSampler(PriorObjective):
         return torch.randn(n, self.noise_dim, device=self._device())
 
     def _revise(self, prior, z: torch.Tensor) -> torch.Tensor:
-        s = self.revise_step_size
-        for _ in range(self.revise_steps):
-            _, g = log_prob_and_grad(prior.log_prob_unnormalized, z)
-            z = z + 0.5 * s * s * g + s * torch.randn_like(z)
-        return z
+        """``revise_steps`` Langevin steps of size ``revise_step_size`` on log p_alpha from z."""
+        if not self.revise_steps:
+            return z
+        return run_chain(Langevin(), prior.log_prob_unnormalized, z.detach(), self.revise_steps,
+                         self.revise_step_size, name=f"{self.kind} revision").z
 
     def draw(self, prior, n: int):
         """(z, cache): n negatives for the prior and what :meth:`update` needs. Subclasses override."""
@@ -248,11 +248,13 @@ class AmortizedSampler(PriorObjective):
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
             for p, g in zip(params, grads):
                 p.grad = g
+            if self.average_gradients is not None:  # data-parallel training: the same update on every rank
+                self.average_gradients([p.grad for p in params])
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
         self._cache = None
         stats.update({f"amortizer_{k}": v for k, v in more.items()})
-        stats["amortizer_loss"] = float(loss.detach())
+        stats["amortizer_loss"] = loss.detach()
         return stats
 
 
@@ -295,31 +297,31 @@ class InclusiveSampler(AmortizedSampler):
         return -0.5 * h.pow(2).sum(-1) - (z - self.generator(h)).pow(2).sum(-1) / (2.0 * self.sigma ** 2)
 
     def draw(self, prior, n: int):
+        """(z, h) ~ q_phi, then the blocked chain on (z, h) of the module docstring as one chain of the runner:
+        the state is [z, h], the update field [grad_z log p_alpha(z), grad_h log q_phi(z, h)] (both at the current
+        state), and coordinate steps s for z and s_h for h (h frozen without ``revise_h``)."""
         h = self.noise(n)
+        d = self.latent_dim
         with torch.no_grad():
-            z = self.generator(h) + self.sigma * torch.randn(n, self.latent_dim, device=h.device)
-        s, sh = self.revise_step_size, self.h_step_size
-        vz, vh = torch.zeros_like(z), torch.zeros_like(h)
-        beta = self.friction
-        for _ in range(self.revise_steps):
-            _, gz = log_prob_and_grad(prior.log_prob_unnormalized, z)
-            gh = None
-            if self.revise_h:
-                zz = z
-                _, gh = log_prob_and_grad(lambda hh: self._log_q(zz, hh), h)
-            if self.method == "sgld":
-                z = z + 0.5 * s * s * gz + s * torch.randn_like(z)
-                if gh is not None:
-                    h = h + 0.5 * sh * sh * gh + sh * torch.randn_like(h)
-            else:
-                dz, dh = 0.5 * s * s, 0.5 * sh * sh
-                vz = (1 - beta) * vz + dz * gz + math.sqrt(2 * beta * dz) * torch.randn_like(z)
-                z = z + vz
-                if gh is not None:
-                    vh = (1 - beta) * vh + dh * gh + math.sqrt(2 * beta * dh) * torch.randn_like(h)
-                    h = h + vh
-        if not bool(torch.isfinite(z).all()):
-            raise FloatingPointError("inclusive sampler: the revised z is NaN or Inf; lower revise_step_size")
+            z = self.generator(h) + self.sigma * torch.randn(n, d, device=h.device)
+
+        def target(zh):
+            zz, hh = zh[:, :d], zh[:, d:]
+            lp, gz = log_prob_and_grad(prior.log_prob_unnormalized, zz)
+            if not self.revise_h:
+                return lp, torch.cat([gz, torch.zeros_like(hh)], 1)
+            lq, gh = log_prob_and_grad(lambda v: self._log_q(zz, v), hh)
+            return lp + lq, torch.cat([gz, gh], 1)
+
+        s = self.revise_step_size
+        scale = torch.cat([torch.ones(d), torch.full((h.shape[1],), self.h_step_size / s if self.revise_h else 0.0)])
+        if self.method == "sgld":
+            chain, step = Langevin(coordinate_scale=scale), s
+        else:
+            chain, step = SGHMC(friction=self.friction, coordinate_scale=scale), 0.5 * s * s
+        zh = run_chain(chain, None, torch.cat([z, h], 1), self.revise_steps, step, target=target,
+                       name=f"inclusive revision ({self.method})").z
+        z, h = zh[:, :d], zh[:, d:]
         return z.detach(), {"h": h.detach(), "z": z.detach()}
 
     def update(self, prior, cache, z_neg):
@@ -366,7 +368,7 @@ class MaxEntropySampler(AmortizedSampler):
         log_p = prior.log_prob_unnormalized(z).mean()
         mi = self.mutual_information(h, z)
         loss = -log_p - self.entropy_weight * mi
-        return loss, {"log_p": float(log_p.detach()), "mi_jsd": float(mi.detach())}
+        return loss, {"log_p": log_p.detach(), "mi_jsd": mi.detach()}
 
 
 class AmortizedSVGD(AmortizedSampler):
@@ -410,12 +412,10 @@ class AmortizedSVGD(AmortizedSampler):
         if "target" not in cache:
             # the SVGD-moved points are computed once per prior step and reused by the inner regression steps
             with torch.no_grad():
-                target = self.generator(h)
-            for _ in range(self.svgd_steps):
-                _, score = log_prob_and_grad(prior.log_prob_unnormalized, target)
-                phi, bw = svgd_direction(target, score, self.bandwidth)
-                target = target + self.svgd_step * phi
-            cache["target"], cache["bandwidth"] = target.detach(), bw
+                start = self.generator(h)
+            moved = run_chain(SVGD(bandwidth=self.bandwidth), prior.log_prob_unnormalized, start, self.svgd_steps,
+                              self.svgd_step, name="amortized svgd")
+            cache["target"], cache["bandwidth"] = moved.z, moved.stats["bandwidth"]
         z = self.generator(h)
         loss = 0.5 * (z - cache["target"]).pow(2).sum(-1).mean()
         return loss, {"bandwidth": cache["bandwidth"]}

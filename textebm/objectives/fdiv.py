@@ -272,6 +272,6 @@ class FDivergence(PriorObjective):
         score_term = -(w * l_neg).mean()
         loss = bound + (score_term - score_term.detach())
         with torch.no_grad():
-            stats = {"fdiv_bound": float(bound), "s_pos": float(s_pos.mean()), "s_neg": float(s_neg.mean()),
-                     "ratio_mean_neg": float(torch.exp(s_neg.clamp(max=80.0)).mean())}
+            stats = {"fdiv_bound": bound.detach(), "s_pos": s_pos.detach().mean(), "s_neg": s_neg.detach().mean(),
+                     "ratio_mean_neg": torch.exp(s_neg.detach().clamp(max=80.0)).mean()}
         return loss, stats

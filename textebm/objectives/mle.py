@@ -11,6 +11,7 @@ class ShortRunMLE(PriorObjective):
 
     loss = mean f(z-) - mean f(z+), with z+ from posterior Langevin and z- from prior Langevin (both
     detached). Its gradient is minus the estimate of d log p(x) / d alpha (Pang et al. 2020, eq. 11).
+    Like every rule's, its statistics are 0-d tensors, so a training step never waits for the device.
     """
 
     name = "mle"
@@ -19,5 +20,5 @@ class ShortRunMLE(PriorObjective):
         f_pos = prior.f(z_pos.detach())
         f_neg = prior.f(z_neg.detach())
         loss = f_neg.mean() - f_pos.mean()
-        fp, fn = float(f_pos.detach().mean()), float(f_neg.detach().mean())
-        return loss, {"f_pos": fp, "f_neg": fn, "f_gap": fp - fn}
+        fp, fn = f_pos.detach().mean(), f_neg.detach().mean()
+        return loss, {"f_pos": fp, "f_neg": fn, "f_gap": fp - fn}  # device tensors: read when logged

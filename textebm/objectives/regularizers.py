@@ -76,11 +76,11 @@ class Regularized(PriorObjective):
         if self.potential_control > 0:
             pc = potential_control(prior, z_pos)
             loss = loss + self.potential_control * pc
-            stats["potential_control"] = float(pc.detach())
+            stats["potential_control"] = pc.detach()
         if self.grad_penalty > 0:
             gp = gradient_penalty(prior, z_pos)
             loss = loss + self.grad_penalty * gp
-            stats["grad_penalty"] = float(gp.detach())
+            stats["grad_penalty"] = gp.detach()
         return loss, stats
 
     def after_step(self, prior, z_pos: torch.Tensor, z_neg: Optional[torch.Tensor]) -> dict:

@@ -36,8 +36,8 @@ from typing import Optional
 
 import torch
 
-from ..sampling.base import log_prob_and_grad
-from ..sampling.svgd import median_bandwidth, squared_distances, svgd_direction
+from ..sampling import SVGD, run_chain
+from ..sampling.svgd import median_bandwidth, squared_distances
 from .base import PriorObjective
 
 
@@ -74,12 +74,9 @@ class SteinCD(PriorObjective):
 
     def negatives(self, prior, z_pos: torch.Tensor, sample_prior=None) -> torch.Tensor:
         """z- = z+ moved by ``n_steps`` SVGD steps on log p_theta (the configured prior sampler is not used)."""
-        z = z_pos.detach().clone()
-        for _ in range(self.n_steps):
-            _, score = log_prob_and_grad(prior.log_prob_unnormalized, z)
-            phi, _ = svgd_direction(z, score, self.bandwidth, exclude_self=self.exclude_self)
-            z = z + self.step_size * phi
-        return z.detach()
+        chain = SVGD(bandwidth=self.bandwidth, exclude_self=self.exclude_self)
+        return run_chain(chain, prior.log_prob_unnormalized, z_pos.detach(), self.n_steps, self.step_size,
+                         name="stein_cd svgd").z
 
     def forward(self, prior, z_pos: torch.Tensor, z_neg: torch.Tensor):
         if z_neg is None:
@@ -87,8 +84,8 @@ class SteinCD(PriorObjective):
         f_pos = prior.f(z_pos.detach())
         f_neg = prior.f(z_neg.detach())
         loss = f_neg.mean() - f_pos.mean()
-        return loss, {"f_pos": float(f_pos.detach().mean()), "f_neg": float(f_neg.detach().mean()),
-                      "stein_shift": float((z_neg - z_pos).norm(dim=-1).mean())}
+        return loss, {"f_pos": f_pos.detach().mean(), "f_neg": f_neg.detach().mean(),
+                      "stein_shift": (z_neg - z_pos).norm(dim=-1).mean()}
 
 
 def kernel_stein_discrepancy(z: torch.Tensor, score: torch.Tensor, bandwidth: Optional[float] = None):
@@ -101,7 +98,7 @@ def kernel_stein_discrepancy(z: torch.Tensor, score: torch.Tensor, bandwidth: Op
     if n < 2:
         raise ValueError("the kernel Stein discrepancy needs at least 2 samples")
     x = z.detach()
-    h = median_bandwidth(x) if bandwidth is None else float(bandwidth)
+    h = median_bandwidth(x) if bandwidth is None else float(bandwidth)  # a 0-d tensor or a number
     sq = squared_distances(x)
     K = torch.exp(-sq / h)
     ss = score @ score.transpose(0, 1)
@@ -142,4 +139,4 @@ class KSD(PriorObjective):
             lp = prior.log_prob_unnormalized(z)
             (score,) = torch.autograd.grad(lp.sum(), z, create_graph=True)
         ksd2, h = kernel_stein_discrepancy(z.detach(), score, self.bandwidth)
-        return ksd2, {"ksd2": float(ksd2.detach()), "ksd_bandwidth": h}
+        return ksd2, {"ksd2": ksd2.detach(), "ksd_bandwidth": h}
