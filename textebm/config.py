@@ -177,7 +177,7 @@ class TrainConfig:
                "log_every": (1, None), "eval_every": (1, None), "save_every": (1, None),
                "keep_checkpoints": (1, None), "warmup_steps": (0, None), "anneal_start": (0.0, 1.0),
                "anneal_steps": (1, None), "anneal_cycles": (1, None), "anneal_ratio": (1e-6, 1.0),
-               "pretrain_steps": (0, None), "latent_batches": (0, None), "latent_chains": (2, None),
+               "pretrain_steps": (0, None), "latent_batches": (0, None), "latent_chains": (3, None),
                "grad_clip": (1e-12, None), "weight_decay": (0.0, None)}
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from .decoders import DECODERS, build_decoder, rnn_backward_mode, split_log_prob
 from .prior import GaussianPrior, LatentEBMPrior, build_prior
-from .sampling import Samples, Schedule, frozen, get_sampler, run_chain
+from .sampling import Density, Samples, Schedule, frozen, get_sampler, run_chain
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -56,7 +56,7 @@ class LatentEBMModel(nn.Module):
         ``static`` prepares the batch with shapes that depend only on x's shape (for captured chains)."""
         dec_fn, ctx = split_log_prob(self.decoder, x, static=static)
         density, prior = self._compiled_log_prob or _posterior_density, self.prior
-        w = float(prior_weight)
+        w = prior_weight if torch.is_tensor(prior_weight) else float(prior_weight)
         return lambda z: density(prior, dec_fn, ctx, z, w)
 
     def compile_sampling(self, mode: Optional[str] = "default") -> None:
@@ -83,20 +83,28 @@ class LatentEBMModel(nn.Module):
 
     def sample_posterior(self, x, n_steps: Optional[int] = None, step_size=None, z0: Optional[torch.Tensor] = None,
                          sampler=None, generator: Optional[torch.Generator] = None, return_samples: bool = False,
-                         prior_weight: float = 1.0, **kw):
+                         prior_weight: float = 1.0, graphs=None, **kw):
         """z ~ p(z | x) by the recipe's posterior chain (K1 = 20 Langevin steps of s1 = 0.1 without a recipe) from
         ``z0`` (default p0). ``n_steps``, ``step_size`` (a number or a schedule), ``sampler``, ``noise_scale``,
         ``z_clamp`` override the recipe; other keywords go to :func:`textebm.sampling.run_chain` (``warm_start``,
-        ``index``, ``trace``, ...). ``prior_weight`` scales the prior term of the target (annealing)."""
+        ``index``, ``trace``, ...). ``prior_weight`` scales the prior term of the target (annealing). With
+        ``graphs`` (a :class:`~textebm.sampling.ChainGraphs`) the chain, the batch's preparation included, runs
+        as a captured CUDA graph where possible."""
         n = x.shape[0] if hasattr(x, "shape") else len(x)
         if z0 is None:
             z0 = self.prior.sample_reference(n, generator=generator)
         cfg = chain_settings(self.recipe, "posterior", n_steps=n_steps, step_size=step_size, sampler=sampler)
         cfg.update(kw)
         chain = cfg.pop("sampler")
+        if graphs is not None:
+            w = torch.full((), float(prior_weight), device=z0.device)
+            target = Density(lambda xx, ww: self.posterior_log_prob(xx, ww, static=True), (x, w),
+                             key=("posterior", id(self)), modules=(self,))
+        else:
+            target = self.posterior_log_prob(x, prior_weight)
         with frozen(self), rnn_backward_mode(self.decoder, always=True):
-            out: Samples = run_chain(chain, self.posterior_log_prob(x, prior_weight), z0, cfg.pop("n_steps"),
-                                     cfg.pop("step_size"), generator=generator,
+            out: Samples = run_chain(chain, target, z0, cfg.pop("n_steps"),
+                                     cfg.pop("step_size"), generator=generator, graphs=graphs,
                                      name=cfg.pop("name", f"posterior {chain.name}"), **cfg)
         return out if return_samples else out.z
 
@@ -195,7 +203,9 @@ def _posterior_density(prior, decoder_log_prob, ctx, z: torch.Tensor, prior_weig
     """w log p_alpha(z) (unnormalized) + log p_beta(x | z), the decoder's part given as (fn, ctx) by
     split_log_prob."""
     lp = prior.log_prob_unnormalized(z)
-    return (lp if prior_weight == 1.0 else prior_weight * lp) + decoder_log_prob(ctx, z)
+    if torch.is_tensor(prior_weight) or prior_weight != 1.0:  # a tensor weight is an input of a captured chain
+        lp = prior_weight * lp
+    return lp + decoder_log_prob(ctx, z)
 
 
 def chain_settings(recipe, which: str, n_steps: Optional[int] = None, step_size=None, sampler=None) -> dict:

@@ -121,7 +121,7 @@ class LatentEBMPrior(nn.Module):
         schedule) default to the paper's K0 = 60, s0 = 0.4; other keywords go to
         :func:`textebm.sampling.run_chain` (``noise_scale``, ``warm_start``, ``trace``, ...).
         """
-        from .sampling import Langevin, frozen
+        from .sampling import Density, Langevin, frozen
 
         if n < 1 and z0 is None:
             raise ValueError(f"n must be >= 1, got {n}")
@@ -131,9 +131,11 @@ class LatentEBMPrior(nn.Module):
             self._check(z0)
         sampler = sampler if sampler is not None else Langevin()
         kwargs.setdefault("name", f"prior {getattr(sampler, 'name', 'sampler')}")
+        log_prob = self.log_prob_unnormalized
+        if kwargs.get("graphs") is not None:  # a captured chain rebuilds its density inside the graph
+            log_prob = Density(lambda: self.log_prob_unnormalized, key=("prior", id(self)), modules=(self,))
         with frozen(self):
-            out = sampler.sample(self.log_prob_unnormalized, z0, n_steps=n_steps, step_size=step_size,
-                                 generator=generator, **kwargs)
+            out = sampler.sample(log_prob, z0, n_steps=n_steps, step_size=step_size, generator=generator, **kwargs)
         return out if return_samples else out.z
 
     # ---- normalizer ------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from .objectives import build_objective
 from .objectives.data_ebm import loss_parameters, setup_objective
 from .runs import clear_dir, holds_anything, list_checkpoints, load_latest_checkpoint, load_state, rng_state, \
     save_checkpoint, set_rng_state
-from .sampling import ExampleChains, PersistentChains, SamplerDivergedError
+from .sampling import ChainGraphs, ExampleChains, PersistentChains, SamplerDivergedError
 
 VALID_SEED = 12345  # validation chains start from the same noise at every evaluation: numbers stay comparable
 
@@ -211,6 +211,8 @@ class Trainer:
                                    find_unused_parameters=bool(self.amortizers))
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(r.seed + 1_000_003 * self.dist.rank)  # each rank draws its own noise
+        capture = s.capture == "cuda_graph" or (s.capture == "auto" and self.device.type == "cuda")
+        self.graphs = ChainGraphs() if capture else None  # chains as CUDA graphs (eager where not possible)
 
     # -- checkpoint --
     def state_dict(self) -> dict:
@@ -272,7 +274,7 @@ class Trainer:
         chain = self._scaled(self.prior_chain)
         if self.prior_store is not None:
             chain["warm_start"] = self.prior_store
-        return prior.sample(n, z0=z0, generator=self.gen, **chain)
+        return prior.sample(n, z0=z0, generator=self.gen, graphs=self.graphs, **chain)
 
     def sample_posterior(self, x: torch.Tensor, index: Optional[torch.Tensor] = None, weight: float = 1.0):
         """z+ ~ p(z | x) by the posterior chain, in eval mode, from p0 or each example's stored chain."""
@@ -281,11 +283,14 @@ class Trainer:
         chain = self._scaled(self.posterior_chain)
         if self.posterior_store is not None:
             chain.update(warm_start=self.posterior_store, index=index)
+        if self.graphs is not None:  # a few padded lengths, so a few graphs (padding is masked: same density)
+            x = self.data.bucket(x, self.recipe.sampling.capture_bucket)
         was = model.training
         model.eval()
         try:
             with self.autocast():
-                z = model.sample_posterior(x, z0=z0, generator=self.gen, prior_weight=weight, **chain)
+                z = model.sample_posterior(x, z0=z0, generator=self.gen, prior_weight=weight, graphs=self.graphs,
+                                           **chain)
         finally:
             model.train(was)
         if self.posterior_store is not None and self.dist.enabled:
@@ -470,9 +475,13 @@ def _validation_line(ev: dict) -> str:
     line = (f"validation reconstruction NLL {ev['valid_recon_nll']:.3f} nats/sentence "
             f"({ev['valid_recon_nll_token']:.3f} nats/token)")
     if "valid_mi" in ev:
-        line += (f"; latent: MI {ev['valid_mi']:.2f} nats, active units {ev['valid_active_units']}, "
-                 f"shuffled-latent gap {ev['valid_shuffle_gap']:.2f} nats/sentence")
+        line += (f"; latent: MI {_num(ev['valid_mi'])} nats, active units {ev['valid_active_units']}, "
+                 f"shuffled-latent gap {_num(ev['valid_shuffle_gap'])} nats/sentence")
     return line
+
+
+def _num(v, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
 
 
 def _report_lines(summary: dict) -> List[str]:
@@ -488,10 +497,10 @@ def _report_lines(summary: dict) -> List[str]:
              f"{end['valid_recon_nll']:.3f}"]
     if "valid_mi" in end:
         d = summary.get("latent_dim")
-        lines.append(f"latent usage at the end: mutual information {end['valid_mi']:.2f} nats, active units "
+        lines.append(f"latent usage at the end: mutual information {_num(end['valid_mi'])} nats, active units "
                      f"{end['valid_active_units']}" + (f" of {d}" if d else "") + f", shuffled-latent gap "
-                     f"{end['valid_shuffle_gap']:.2f} nats/sentence, KL {end['valid_kl']:.2f} nats/sentence, "
-                     f"reconstruction token accuracy {end['valid_recon_token_acc']:.3f}")
+                     f"{_num(end['valid_shuffle_gap'])} nats/sentence, KL {_num(end['valid_kl'])} nats/sentence, "
+                     f"reconstruction token accuracy {_num(end['valid_recon_token_acc'], 3)}")
     return lines
 
 

@@ -5,6 +5,7 @@
     data.validation(max_batches)          an iterator of validation batches x (a fixed, seeded subset)
     data.n_train                          training examples (the size of per-example chain stores)
     data.units(x)                         what a per-unit NLL divides by: real target tokens, or pixel values
+    data.bucket(x, m)                     x padded to one of a few shapes (for captured chains)
     data.recon_sums(model, x, z)          sums for the validation metrics at posterior samples z (tensors)
     data.summarize(sums)                  those sums as the validation metrics of ``metrics.jsonl``
     data.save(run_dir), data.finish(...)  what a run directory keeps (the tokenizer; image grids)
@@ -75,6 +76,15 @@ class TextData:
                 return
             yield x
 
+    def bucket(self, x: torch.Tensor, multiple: int) -> torch.Tensor:
+        """x right-padded to a length that is a multiple of ``multiple`` (padding is masked: the same density), so
+        that captured chains see a few shapes."""
+        T = x.shape[1]
+        extra = -T % multiple
+        if not extra:
+            return x
+        return torch.cat([x, x.new_full((x.shape[0], extra), self.tokenizer.pad_id)], 1)
+
     def units(self, x: torch.Tensor) -> torch.Tensor:
         """Real target tokens of a batch (</s> included, <s> and padding not), as a device tensor."""
         return (x[:, 1:] != self.tokenizer.pad_id).sum()
@@ -142,6 +152,10 @@ class ImageData:
             if max_batches is not None and i >= max_batches:
                 return
             yield x
+
+    def bucket(self, x: torch.Tensor, multiple: int) -> torch.Tensor:
+        """Images have one shape already."""
+        return x
 
     def units(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tensor(x.numel(), device=x.device)

@@ -12,7 +12,8 @@ from .base import LogDensity, Sampler, SamplerDivergedError, Samples, Target, fr
 from .langevin import Langevin, langevin
 from .mala import MALA, mala
 from .persistent import ExampleChains, PersistentChains
-from .runner import draw_noise, run_chain
+from .capture import ChainGraphs
+from .runner import Density, draw_noise, run_chain
 from .schedules import Schedule
 from .sghmc import SGHMC, sghmc
 from .svgd import SVGD, median_bandwidth, rbf_kernel, svgd, svgd_direction
@@ -37,6 +38,6 @@ def get_sampler(name: str, **kwargs):
 
 
 __all__ = ["LogDensity", "Target", "Samples", "Sampler", "SamplerDivergedError", "frozen", "log_prob_and_grad",
-           "gradient_target", "run_chain", "draw_noise", "Schedule", "Langevin", "langevin", "SGHMC", "sghmc", "MALA",
+           "gradient_target", "run_chain", "draw_noise", "Density", "ChainGraphs", "Schedule", "Langevin", "langevin", "SGHMC", "sghmc", "MALA",
            "mala", "SVGD", "svgd", "svgd_direction", "rbf_kernel", "median_bandwidth", "PersistentChains",
            "ExampleChains", "SAMPLERS", "get_sampler"]

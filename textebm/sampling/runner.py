@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -51,6 +51,25 @@ def noise_block(sampler, z: torch.Tensor, n_steps: int) -> int:
     if per_step == 0:
         return max(1, n_steps)
     return max(1, min(n_steps, NOISE_BLOCK_ELEMENTS // per_step))
+
+
+@dataclass
+class Density:
+    """A log-density of tensors that change from call to call: ``make(*inputs)`` returns ``log_prob(z)``.
+
+    What a captured chain (:mod:`.capture`) needs to rebuild the density inside its graph from its own copies of
+    the inputs. ``key`` names ``make`` across calls (equal keys: the same function of the inputs); ``modules``
+    are the modules whose parameters the density reads (a graph reads their storage, so it is re-captured if the
+    storage moves).
+    """
+
+    make: Callable[..., LogDensity]
+    inputs: Tuple[torch.Tensor, ...] = ()
+    key: tuple = ()
+    modules: tuple = ()
+
+    def log_prob(self) -> LogDensity:
+        return self.make(*self.inputs)
 
 
 @dataclass
@@ -173,12 +192,14 @@ def run_chain(sampler, log_prob: Optional[LogDensity], z0: torch.Tensor, n_steps
               noise_scale: ScheduleLike = 1.0, target: Optional[Target] = None,
               generator: Optional[torch.Generator] = None, trace: bool = False, snapshot_every: int = 0,
               z_clamp: Optional[float] = None, check_every: int = 0, noise: Optional[list] = None,
-              warm_start=None, index: Optional[torch.Tensor] = None, name: Optional[str] = None) -> Samples:
+              warm_start=None, index: Optional[torch.Tensor] = None, graphs=None,
+              name: Optional[str] = None) -> Samples:
     """Run ``sampler`` for ``n_steps`` steps on ``log_prob`` from ``z0`` and return :class:`Samples`.
 
     Args:
         sampler: a :class:`~textebm.sampling.base.Sampler` (Langevin, MALA, SGHMC, SVGD, or your own).
-        log_prob: z -> (batch,) log-density; its gradient comes from autograd. Or give ``target`` instead.
+        log_prob: z -> (batch,) log-density (its gradient comes from autograd), or a :class:`Density` (needed for
+            ``graphs``). Or give ``target`` instead.
         z0: (batch, dim) start (not modified). With ``warm_start`` it is the fresh start for rows seen first.
         step_size, noise_scale: a number, one value per step, a :class:`~textebm.sampling.schedules.Schedule` or a
             function of the step (see :mod:`.schedules`); noise_scale multiplies the injected noise (1 = the
@@ -195,6 +216,8 @@ def run_chain(sampler, log_prob: Optional[LogDensity], z0: torch.Tensor, n_steps
         warm_start, index: a chain store (:class:`~textebm.sampling.persistent.ExampleChains` or
             :class:`~textebm.sampling.persistent.PersistentChains`): the chain starts from the stored states of
             ``index`` (rows never seen start at ``z0``) and the final states are stored back.
+        graphs: a :class:`~textebm.sampling.capture.ChainGraphs`: run the chain as a captured CUDA graph where that
+            is possible (``log_prob`` must then be a :class:`Density`); the same chain on the same noise.
 
     Returns:
         :class:`Samples` with the final z (detached) and the trace / snapshots / sampler stats asked for. No
@@ -209,8 +232,12 @@ def run_chain(sampler, log_prob: Optional[LogDensity], z0: torch.Tensor, n_steps
     handle = None
     if warm_start is not None:
         z0, handle = warm_start.begin(z0, index, generator)
-    tgt = target if target is not None else gradient_target(log_prob)
-    out = chain_steps(sampler, tgt, z0, plan, noise, generator, final_log_prob=log_prob)
+    if graphs is not None and isinstance(log_prob, Density) and target is None and noise is None:
+        out = graphs.run(sampler, log_prob, z0, plan, generator)
+    else:
+        lp = log_prob.log_prob() if isinstance(log_prob, Density) else log_prob
+        tgt = target if target is not None else gradient_target(lp)
+        out = chain_steps(sampler, tgt, z0, plan, noise, generator, final_log_prob=lp)
     samples = finish_chain(out, plan)
     if warm_start is not None:
         warm_start.end(handle, samples.z)

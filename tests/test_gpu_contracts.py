@@ -1,0 +1,258 @@
+"""The GPU contracts, checked on the CPU by proxy (no GPU is needed; the `cuda` tests run where one is):
+
+* cuDNN computes an RNN's backward only from a training-mode forward: every nn.RNNBase forward that a gradient
+  passes through runs in training mode, on every path that differentiates through a decoder;
+* no host synchronization inside a chain: the tensor-to-Python reads of a whole posterior or prior chain are
+  few and do not grow with the number of steps;
+* a captured chain is the eager chain: the graph's body run eagerly gives the same z on the same noise;
+* no atomic accumulation in the hot path: every index_add / scatter_add / index_put(accumulate) of a training step
+  writes each position at most once, so results do not depend on thread order.
+"""
+import contextlib
+import traceback
+from collections import Counter
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from textebm.train import Trainer
+
+from conftest import tiny_recipe
+
+SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "item", "is_nonzero",
+            "repeat_interleave"}
+ACCUMULATING = {"index_add", "index_add_", "scatter_add", "scatter_add_", "index_put", "index_put_", "put_",
+                "scatter_reduce", "scatter_reduce_", "_index_put_impl_"}
+
+
+def _in_optimizer() -> bool:
+    """Whether torch.optim is on the stack: Adam reads its step counters, which live on the CPU on a GPU too."""
+    return any("torch/optim/" in f.filename for f in traceback.extract_stack())
+
+
+class OpLog(TorchDispatchMode):
+    """Records aten ops; counts host reads (plus Tensor.tolist / numpy / cpu, which do not dispatch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.syncs = Counter()
+        self.accumulations = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name in SYNC_OPS and not _in_optimizer():
+            self.syncs[name] += 1
+        if name in ACCUMULATING:
+            self.accumulations.append((name, _writes_each_once(name, args, kwargs)))
+        return func(*args, **kwargs)
+
+
+def _writes_each_once(name, args, kwargs):
+    """Whether an accumulating op adds into each output position at most once (then its order cannot matter)."""
+    if name.startswith("index_add"):
+        index = args[2]
+        return index.numel() == index.unique().numel()
+    if name.startswith("scatter"):
+        index = args[2]
+        dim = args[1] % index.dim()
+        srt = index.sort(dim).values
+        return bool((srt.narrow(dim, 1, srt.shape[dim] - 1) != srt.narrow(dim, 0, srt.shape[dim] - 1)).all()) \
+            if srt.shape[dim] > 1 else True
+    if name in ("index_put", "index_put_", "_index_put_impl_"):
+        accumulate = args[3] if len(args) > 3 else kwargs.get("accumulate", False)
+        if not accumulate:
+            return True
+        idx = torch.stack([i.reshape(-1) for i in args[1] if i is not None], 1)
+        return idx.shape[0] == idx.unique(dim=0).shape[0]
+    return False  # put_ and scatter_reduce accumulate by design
+
+
+@contextlib.contextmanager
+def counting_host_reads():
+    log = OpLog()
+    orig = {n: getattr(torch.Tensor, n) for n in ("tolist", "numpy", "cpu")}
+
+    def wrap(n):
+        def f(self, *a, **k):
+            log.syncs[n] += 1
+            return orig[n](self, *a, **k)
+        return f
+
+    for n in orig:
+        setattr(torch.Tensor, n, wrap(n))
+    try:
+        with log:
+            yield log
+    finally:
+        for n, f in orig.items():
+            setattr(torch.Tensor, n, f)
+
+
+def trainer(toy_corpus, tmp_path, *extra):
+    return Trainer(tiny_recipe(toy_corpus, "model.decoder_args={impl: fused}", *extra), tmp_path / "r",
+                   device="cpu", progress=False)
+
+
+# ---- cuDNN: RNN backward only from training mode -----------------------------------------------------------
+@pytest.fixture
+def rnn_mode_guard():
+    """A global forward pre-hook: every RNN forward with grad enabled must be in training mode."""
+    seen = {"calls": 0, "with_grad": 0}
+
+    def hook(module, inputs):
+        if isinstance(module, torch.nn.RNNBase):
+            seen["calls"] += 1
+            if torch.is_grad_enabled():
+                seen["with_grad"] += 1
+                assert module.training, "an RNN ran in eval mode with gradients enabled (cuDNN cannot backprop)"
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    yield seen
+    handle.remove()
+
+
+def test_rnn_forwards_with_gradient_run_in_training_mode_on_every_path(toy_corpus, tmp_path, rnn_mode_guard,
+                                                                       capsys):
+    from textebm.cli import main
+
+    tr = trainer(toy_corpus, tmp_path, "train.steps=2", "train.eval_every=2", "train.latent_batches=1",
+                 "train.latent_chains=3")
+    tr.run()  # training steps, validation (recon NLL, latent diagnostics), final save
+    assert rnn_mode_guard["with_grad"] > 0
+    run = str(tmp_path / "r")
+    for argv in (["eval", run, "--nll", "--recon", "--latent", "--max-sentences", "4", "-K", "2", "--chains",
+                  "2", "--log-z-samples", "64"], ["chain", run, "--steps", "3"], ["sample", run, "-n", "2"]):
+        assert main(argv) == 0, capsys.readouterr().err
+    m = tr.model
+    m.eval()
+    x = tr.data.next().x
+    m.sample_posterior(x)  # direct library use, eval mode
+    from textebm.eval.likelihood import fit_posterior_proposal
+
+    with torch.no_grad():  # the IS proposal is fitted under no_grad; its chains enable gradients themselves
+        fit_posterior_proposal(m, x, n_chains=2, n_steps=2)
+    assert rnn_mode_guard["calls"] > rnn_mode_guard["with_grad"]  # generation still runs in eval mode
+    assert not m.decoder.lstm.training  # and the mode is restored
+
+
+# ---- no host synchronization inside a chain --------------------------------------------------------------
+@pytest.mark.parametrize("k", [3, 40])
+def test_a_chain_reads_the_device_a_constant_few_times(toy_corpus, tmp_path, k):
+    tr = trainer(toy_corpus, tmp_path, f"sampling.posterior_steps={k}", f"sampling.prior_steps={k}")
+    x = tr.data.next().x
+    tr.sample_posterior(x)  # warm up (first-call allocations)
+    with counting_host_reads() as log:
+        tr.sample_posterior(x)
+    posterior = sum(log.syncs.values())
+    with counting_host_reads() as log:
+        tr.sample_prior(x.shape[0])
+    prior = sum(log.syncs.values())
+    assert posterior <= 4 and prior <= 4, (posterior, prior)
+
+
+def test_a_training_step_reads_the_device_a_constant_few_times(toy_corpus, tmp_path):
+    counts = []
+    for k in (2, 30):
+        tr = trainer(toy_corpus, tmp_path / str(k), f"sampling.posterior_steps={k}", f"sampling.prior_steps={k}")
+        batch = tr.data.next()
+        tr.train_step(batch)
+        with counting_host_reads() as log:
+            stats = tr.train_step(tr.data.next())
+        counts.append(sum(log.syncs.values()))
+        assert torch.is_tensor(stats["dec_nll"]) and torch.is_tensor(stats["f_gap"])  # read when logged
+    # the two chains' final reads, the batch's real positions for the update and the loss check: a constant
+    assert counts[0] == counts[1] <= 6, counts
+
+
+# ---- captured chains are the eager chains ----------------------------------------------------------------
+@pytest.mark.parametrize("sampler", ["langevin", "mala", "sghmc"])
+def test_the_captured_body_is_the_eager_chain_under_the_same_noise(toy_corpus, tmp_path, sampler):
+    from textebm.sampling import get_sampler
+    from textebm.sampling.capture import static_body
+    from textebm.sampling.runner import ChainPlan, Density, draw_noise, finish_chain, run_chain
+
+    tr = trainer(toy_corpus, tmp_path, "sampling.posterior_step_size=0.2")
+    m = tr.model.eval()
+    x = tr.data.bucket(tr.data.next().x, 8)
+    chain = get_sampler(sampler, step_size=0.05) if sampler == "sghmc" else get_sampler(sampler)
+    z0 = torch.randn(x.shape[0], m.latent_dim, generator=torch.Generator().manual_seed(0))
+    plan = ChainPlan.build(chain, 7, 0.2 if sampler != "sghmc" else 0.05, trace=True)
+    noise = draw_noise(chain, z0, 7, torch.Generator().manual_seed(1))
+    density = Density(lambda xx, w: m.posterior_log_prob(xx, w, static=True), (x, torch.tensor(1.0)))
+    from textebm.sampling import frozen
+
+    with frozen(m):
+        captured = finish_chain(static_body(chain, density, z0, plan, noise), plan)
+        eager = run_chain(chain, m.posterior_log_prob(x), z0, 7, plan.step_sizes, noise=noise, trace=True)
+    torch.testing.assert_close(captured.z, eager.z, rtol=1e-5, atol=1e-5)
+    assert captured.trace == pytest.approx(eager.trace, rel=1e-5, abs=1e-4)
+
+
+def test_chain_graphs_on_the_cpu_run_the_same_chain(toy_corpus, tmp_path):
+    from textebm.sampling import ChainGraphs
+
+    tr = trainer(toy_corpus, tmp_path)
+    m = tr.model.eval()
+    x = tr.data.next().x
+    z0 = torch.randn(x.shape[0], m.latent_dim)
+    a = m.sample_posterior(x, z0=z0, generator=torch.Generator().manual_seed(3), graphs=ChainGraphs())
+    b = m.sample_posterior(x, z0=z0, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b)
+
+
+# ---- no accumulation whose order could matter --------------------------------------------------------------
+@pytest.mark.parametrize("impl", ["fused", "unrolled"])
+def test_a_training_step_never_accumulates_into_one_position_twice(toy_corpus, tmp_path, impl):
+    tr = Trainer(tiny_recipe(toy_corpus, f"model.decoder_args={{impl: {impl}}}", "sampling.posterior_warm_start=true"),
+                 tmp_path / "r", device="cpu", progress=False)
+    tr.train_step(tr.data.next())
+    log = OpLog()
+    with log:
+        tr.train_step(tr.data.next())
+    bad = [name for name, once in log.accumulations if not once]
+    assert not bad, bad
+
+
+def test_deterministic_kernels_train(toy_corpus, tmp_path):
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        a = Trainer(tiny_recipe(toy_corpus, "train.deterministic=true", "train.steps=3"), tmp_path / "a",
+                    device="cpu", progress=False).run()
+    finally:
+        torch.use_deterministic_algorithms(before)
+    assert a["step"] == 3
+
+
+# ---- on a GPU ------------------------------------------------------------------------------------------------
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+@pytest.mark.cuda
+def test_cuda_captured_posterior_chain_equals_eager(toy_corpus, tmp_path):
+    from textebm.sampling import ChainGraphs
+
+    tr = Trainer(tiny_recipe(toy_corpus), tmp_path / "r", device="cuda", progress=False)
+    m = tr.model.eval()
+    x = tr.data.bucket(tr.data.next().x, 8).cuda()
+    z0 = torch.randn(x.shape[0], m.latent_dim, device="cuda")
+    graphs = ChainGraphs()
+    outs = []
+    for g in (graphs, graphs, None):  # capture, replay, eager
+        gen = torch.Generator(device="cuda").manual_seed(5)
+        outs.append(m.sample_posterior(x, z0=z0, generator=gen, graphs=g))
+    assert graphs.captures == 1 and graphs.replays == 2
+    torch.testing.assert_close(outs[0], outs[2], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(outs[1], outs[2], rtol=1e-4, atol=1e-4)
+
+
+@cuda
+@pytest.mark.cuda
+def test_cuda_training_with_the_fused_lstm_and_resume(toy_corpus, tmp_path):
+    from textebm.train import train
+
+    r = tiny_recipe(toy_corpus, "train.steps=6", "train.save_every=3", "train.deterministic=true")
+    full = train(r, tmp_path / "full", device="cuda", progress=False)
+    assert full["step"] == 6
