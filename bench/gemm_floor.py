@@ -88,7 +88,7 @@ def main(argv=None):
         z0 = model.prior.sample_reference(x.shape[0], generator=gen)
         calls += [("textebm", lambda: tr.sample_posterior(x)),
                   ("reference", lambda: reference_sample_posterior(model.prior, model.decoder, x, z0, k1,
-                                                                   tr.posterior_step_size, gen))]
+                                                                   tr.recipe.sampling.posterior_step_size, gen))]
     secs = {name: [] for name, _ in calls}
     for i in range(args.reps + 1):  # the first round warms up
         for name, fn in calls:

@@ -26,6 +26,7 @@ def main(argv=None):
     ap.add_argument("--one-by-one", type=int, default=32, help="sentences decoded singly for the baseline")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", default=None, help="also write the result to this file")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -48,6 +49,8 @@ def main(argv=None):
            "sentences_per_second_batched": batched, "batch": args.batch,
            "sentences_per_second_one_at_a_time": single, "speedup": batched / single}
     print(json.dumps(out, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     return out
 
 

@@ -11,14 +11,19 @@ import torch
 
 
 def reference_decoder_log_prob(decoder, x, z):
-    """log p_beta(x | z) with the fused LSTM, recomputing everything (no ``prepare``)."""
+    """log p_beta(x | z) with the fused LSTM, recomputing everything (no ``prepare``). The one-layer LSTM runs in
+    training mode (the same function; cuDNN backpropagates only through a training-mode forward), the decoder's
+    dropout modules keep their mode."""
     inputs, targets = x[:, :-1], x[:, 1:]
     emb = decoder.drop_in(decoder.embed(inputs))
     B, T, _ = emb.shape
     c0 = decoder.z_to_c(z)
     h0 = torch.tanh(c0)
     inp = torch.cat([emb, z.unsqueeze(1).expand(B, T, z.shape[1])], -1)
+    was = decoder.lstm.training
+    decoder.lstm.train()
     out, _ = decoder.lstm(inp, (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous()))
+    decoder.lstm.train(was)
     logits = decoder.out(decoder.drop_out(out))
     logp = torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return (logp * (targets != decoder.pad_id).float()).sum(-1)
@@ -30,7 +35,8 @@ def reference_sample_prior(prior, z, n_steps, step_size, generator=None):
         z = z.detach().requires_grad_(True)
         en = -prior.f(z).sum()                                   # energy of the tilt
         z_grad = torch.autograd.grad(en, z)[0]
-        z = z - 0.5 * s2 * (z_grad + z / sig2) + step_size * torch.randn(z.shape, generator=generator)
+        z = z - 0.5 * s2 * (z_grad + z / sig2) + step_size * torch.randn(z.shape, generator=generator,
+                                                                          device=z.device)
     return z.detach()
 
 
@@ -41,7 +47,8 @@ def reference_sample_posterior(prior, decoder, x, z, n_steps, step_size, generat
         g_log_lkhd = -reference_decoder_log_prob(decoder, x, z).sum()
         en = -prior.f(z).sum()
         z_grad = torch.autograd.grad(g_log_lkhd + en, z)[0]
-        z = z - 0.5 * s2 * (z_grad + z / sig2) + step_size * torch.randn(z.shape, generator=generator)
+        z = z - 0.5 * s2 * (z_grad + z / sig2) + step_size * torch.randn(z.shape, generator=generator,
+                                                                          device=z.device)
     return z.detach()
 
 

@@ -206,7 +206,7 @@ def test_offline_without_local_copy_says_what_to_put_where(name, files, offline,
 
 def test_missing_datasets_package(monkeypatch, no_default_data):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
-    with pytest.raises(CorpusError, match="pip install datasets.*ptb.train.txt"):
+    with pytest.raises(CorpusError, match=r"datasets, which is not installed.*textebm\[text\].*ptb.train.txt"):
         load_corpus("ptb")
 
 

@@ -6,7 +6,6 @@ Posterior log-density (up to a constant in z), the target of posterior Langevin 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -94,7 +93,7 @@ class LatentEBMModel(nn.Module):
         if z0 is None:
             z0 = self.prior.sample_reference(n, generator=generator)
         cfg = chain_settings(self.recipe, "posterior", n_steps=n_steps, step_size=step_size, sampler=sampler)
-        cfg.update(kw)
+        cfg.update({k: v for k, v in kw.items() if v is not None or k not in cfg})  # None: the recipe's value
         chain = cfg.pop("sampler")
         if graphs is not None:
             w = torch.full((), float(prior_weight), device=z0.device)
@@ -136,19 +135,17 @@ class LatentEBMModel(nn.Module):
         from safetensors.torch import save_file
 
         from .config import to_dict
+        from .files import atomic_write
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         cfg = {"recipe": to_dict(self.recipe) if self.recipe is not None else None,
                "prior": self.prior.config, "decoder": getattr(self.decoder, "config", None),
                "decoder_class": type(self.decoder).__name__}
-        tmp = directory / (CONFIG + ".tmp")
-        tmp.write_text(json.dumps(cfg, indent=2))
-        os.replace(tmp, directory / CONFIG)
+        text = json.dumps(cfg, indent=2)
+        atomic_write(directory / CONFIG, lambda tmp: tmp.write_text(text))
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        tmp = directory / (WEIGHTS + ".tmp")
-        save_file(state, str(tmp))
-        os.replace(tmp, directory / WEIGHTS)
+        atomic_write(directory / WEIGHTS, lambda tmp: save_file(state, str(tmp)))
         if self.tokenizer is not None:
             self.tokenizer.save(directory)
         return directory
@@ -164,7 +161,7 @@ class LatentEBMModel(nn.Module):
 
         from .config import ConfigError, Recipe, from_dict
         from .data.tokenizers import load_tokenizer
-        from .runs import load_state, read_json
+        from .files import load_state, read_json
 
         directory = Path(directory)
         if not (directory / CONFIG).exists() or not (directory / WEIGHTS).exists():

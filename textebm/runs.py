@@ -13,12 +13,13 @@ code) are allowed for them, and nothing else is.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Tuple
+
+from .files import FileFormatError, atomic_write, load_state
 
 CKPT_DIR = "checkpoints"
 CKPT_GLOB = "ckpt-*.pt"
@@ -26,7 +27,7 @@ CKPT_GLOB = "ckpt-*.pt"
 CKPT_KEYS = ("step", "recipe", "model")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FileFormatError):
     """A checkpoint cannot be used: damaged, or not a textebm checkpoint. The message names the file."""
 
 
@@ -148,13 +149,13 @@ def atomic_save(obj, path: Path) -> None:
     """``torch.save`` to a temporary file, fsync, then rename: a crash never leaves a half-written file."""
     import torch
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    path = atomic_write(path, write)
     try:
         dfd = os.open(path.parent, os.O_RDONLY)
         os.fsync(dfd)
@@ -260,28 +261,3 @@ def load_model(path, device="cpu"):
     model = build_model(recipe, tokenizer)
     load_state(model, ck["model"], f"checkpoint {ckpt_path}")
     return model.to(device)
-
-
-def load_state(module, state, what: str) -> None:
-    """``module.load_state_dict(state)`` with a one-line error naming ``what`` when the shapes or names differ."""
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{what}: the weights are not a mapping of names to tensors")
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as e:
-        msg = " ".join(str(e).split())
-        raise CheckpointError(f"{what} does not fit the model its recipe builds ({msg[:300]})") from None
-
-
-def read_json(path) -> dict:
-    """A JSON object from ``path``; errors name the file."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
-    return data

@@ -42,8 +42,9 @@ from .metrics_log import MetricsLogger
 from .model import LatentEBMModel, build_model, chain_settings
 from .objectives import build_objective
 from .objectives.data_ebm import loss_parameters, setup_objective
-from .runs import clear_dir, holds_anything, list_checkpoints, load_latest_checkpoint, load_state, rng_state, \
-    save_checkpoint, set_rng_state
+from .files import load_state, progress
+from .runs import clear_dir, holds_anything, list_checkpoints, load_latest_checkpoint, rng_state, save_checkpoint, \
+    set_rng_state
 from .sampling import ChainGraphs, ExampleChains, PersistentChains, SamplerDivergedError
 
 VALID_SEED = 12345  # validation chains start from the same noise at every evaluation: numbers stay comparable
@@ -417,7 +418,7 @@ class Trainer:
 
                 if self.step == 0 and main:
                     validate()
-                bar = _progress(t.steps, self.step, self.progress)
+                bar = progress(t.steps, "train", self.progress, initial=self.step)
                 while self.step < t.steps and self.stop_signal is None:
                     batch = self.data.next()
                     try:
@@ -502,16 +503,6 @@ def _report_lines(summary: dict) -> List[str]:
                      f"{_num(end['valid_shuffle_gap'])} nats/sentence, KL {_num(end['valid_kl'])} nats/sentence, "
                      f"reconstruction token accuracy {_num(end['valid_recon_token_acc'], 3)}")
     return lines
-
-
-def _progress(total: int, initial: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, desc="train", file=sys.stderr, dynamic_ncols=True)
 
 
 def train(recipe: Recipe, run_dir, device: Optional[str] = None, resume: bool = False, progress: bool = True,

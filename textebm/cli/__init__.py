@@ -12,7 +12,7 @@ import sys
 
 from .common import Parser, UserError
 
-COMMANDS = ("train", "sample", "eval", "chain", "ngram", "plot")
+COMMANDS = ("train", "sample", "eval", "chain", "ngram", "plot", "compare")
 
 
 def _module(name: str):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
+from ..extras import MissingExtraError, require
 from .corpus import CorpusError
 
 HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
@@ -21,10 +22,9 @@ def offline_flags_set() -> bool:
 def load_hub(label: str, hub_name: str, hub_config: Optional[str], hint: str):
     """``datasets.load_dataset(hub_name, hub_config)``; every failure becomes a CorpusError with ``hint``."""
     try:
-        import datasets
-    except ImportError:
-        raise CorpusError(f"{label}: no local copy, and building it from the Hugging Face Hub needs the "
-                          f"`datasets` package (pip install datasets). {hint}") from None
+        datasets = require("datasets", f"{label}: no local copy, and building it from the Hugging Face Hub", "text")
+    except MissingExtraError as e:
+        raise CorpusError(f"{e}. {hint}") from None
     try:
         if hub_config:
             return datasets.load_dataset(hub_name, hub_config)

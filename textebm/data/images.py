@@ -46,6 +46,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..extras import require
 from .batching import Batch
 from .corpus import repo_data_dir
 
@@ -223,7 +224,7 @@ def _labels(y, n: int, what: str) -> torch.Tensor:
 
 def _pil_to_array(img, image_size: int, channels: int, crop: Optional[int], stats: dict) -> np.ndarray:
     """PIL image -> uint8 (H, W, C): mode L / RGB, optional center crop, bilinear resize when sizes differ."""
-    from PIL import Image
+    Image = require("PIL.Image", "reading image files", "images")
 
     img = img.convert("L" if channels == 1 else "RGB")
     if crop is not None and min(img.size) >= crop:
@@ -333,7 +334,7 @@ def _images_in(directory: Path) -> Tuple[List[Path], Dict[str, List[Path]]]:
 
 def _read_files(files: Sequence[Path], image_size: int, channels: int, crop: Optional[int],
                 stats: dict) -> torch.Tensor:
-    from PIL import Image
+    Image = require("PIL.Image", "reading image files", "images")
 
     arr = np.empty((len(files), image_size, image_size, channels), dtype=np.uint8)
     for i, p in enumerate(files):
@@ -483,11 +484,7 @@ def _load_digits(image_size: int, channels: int, seed: int, stats: dict):
     if channels != 1:
         raise ImageDataError(f"digits: the images are grayscale (1 channel) but the recipe asks for {channels}; "
                              f"set data.channels=1")
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        raise ImageDataError("digits: needs scikit-learn (pip install scikit-learn)") from None
-    d = load_digits()
+    d = require("sklearn.datasets", "the digits image set", "images").load_digits()
     x = torch.from_numpy(np.asarray(d.images, dtype=np.float32)).div_(8.0).sub_(1.0)[:, None]
     if image_size != 8:
         x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear",
@@ -547,12 +544,8 @@ def _hub_indices(ds, split_names: Dict[str, Optional[str]], valid_fraction: floa
 def _load_hub(name: str, image_size: int, channels: int, valid_fraction: float, seed: int, limit: Optional[int],
               local_dir: Path, stats: dict):
     hub_name, config, image_col, label_col = HUB_SETS[name]
-    try:
-        import datasets
-    except ImportError:
-        raise ImageDataError(f"{name}: no local copy, and loading {hub_name!r} from the Hugging Face Hub needs "
-                             f"the `datasets` package (pip install datasets). Or use a local folder or file: "
-                             f"{LOCAL_LAYOUTS}") from None
+    datasets = require("datasets", f"{name}: no local copy, and loading {hub_name!r} from the Hugging Face Hub",
+                       "text")
     try:
         ds = datasets.load_dataset(hub_name, config) if config else datasets.load_dataset(hub_name)
     except Exception as e:  # ConnectionError, FileNotFoundError, DatasetNotFoundError, OfflineModeIsEnabled, ...

@@ -28,7 +28,30 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-class TextData:
+class DataModule:
+    """What both modalities share: the training stream (``batcher``), the validation batches (``_valid``), and the
+    stream's state for checkpoints."""
+
+    batcher = None
+    _valid = None
+
+    def next(self) -> Batch:
+        return self.batcher.next_batch()
+
+    def validation(self, max_batches: Optional[int] = None) -> Iterator[torch.Tensor]:
+        for i, x in enumerate(self._valid):
+            if max_batches is not None and i >= max_batches:
+                return
+            yield x
+
+    def state_dict(self) -> dict:
+        return self.batcher.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.batcher.load_state_dict(state)
+
+
+class TextData(DataModule):
     """A text corpus: tokenizer (built from the training split, or the run's own when resuming), length-bucketed
     batches of token ids, validation by reconstruction NLL per sentence and per token."""
 
@@ -67,14 +90,6 @@ class TextData:
     def n_train(self) -> int:
         return len(self.train_ids)
 
-    def next(self) -> Batch:
-        return self.batcher.next_batch()
-
-    def validation(self, max_batches: Optional[int] = None) -> Iterator[torch.Tensor]:
-        for i, x in enumerate(self._valid):
-            if max_batches is not None and i >= max_batches:
-                return
-            yield x
 
     def bucket(self, x: torch.Tensor, multiple: int) -> torch.Tensor:
         """x right-padded to a length that is a multiple of ``multiple`` (padding is masked: the same density), so
@@ -106,14 +121,8 @@ class TextData:
     def finish(self, model, run_dir, generator) -> None:
         """Nothing more for text runs (samples come from ``textebm sample``)."""
 
-    def state_dict(self) -> dict:
-        return self.batcher.state_dict()
 
-    def load_state_dict(self, state: dict) -> None:
-        self.batcher.load_state_dict(state)
-
-
-class ImageData:
+class ImageData(DataModule):
     """An image set scaled to [-1, 1]: seeded batches, validation by reconstruction NLL and MSE per pixel value,
     and PNG grids (samples, reconstructions, long prior chains) when a run ends."""
 
@@ -144,14 +153,6 @@ class ImageData:
     def n_train(self) -> int:
         return len(self.images.train)
 
-    def next(self) -> Batch:
-        return self.batcher.next_batch()
-
-    def validation(self, max_batches: Optional[int] = None) -> Iterator[torch.Tensor]:
-        for i, x in enumerate(self._valid):
-            if max_batches is not None and i >= max_batches:
-                return
-            yield x
 
     def bucket(self, x: torch.Tensor, multiple: int) -> torch.Tensor:
         """Images have one shape already."""
@@ -187,12 +188,6 @@ class ImageData:
                                   prior_step_size=s.prior_step_size, posterior_steps=s.posterior_steps,
                                   posterior_step_size=s.posterior_step_size, generator=generator)
         _log("image grids: " + ", ".join(paths.values()))
-
-    def state_dict(self) -> dict:
-        return self.batcher.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.batcher.load_state_dict(state)
 
 
 def build_data(recipe, rank: int = 0, world_size: int = 1, tokenizer=None):

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
+from ..extras import require
+from ..files import atomic_write
 from .specials import BOS, BOS_ID, EOS, EOS_ID, PAD, PAD_ID, UNK, UNK_ID
 
 MODEL_FILE = "spm.model"
@@ -24,21 +25,7 @@ META_FILE = "spm.json"
 
 
 def _import_spm():
-    try:
-        import sentencepiece
-    except ImportError:
-        raise ImportError("the sentencepiece tokenizer needs the `sentencepiece` package: "
-                          "pip install sentencepiece") from None
-    return sentencepiece
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    return require("sentencepiece", "the sentencepiece tokenizer", "text")
 
 
 def _segments(words: Sequence[str]) -> List[Optional[str]]:
@@ -170,10 +157,11 @@ class SentencePieceTokenizer:
     def save(self, directory) -> Path:
         directory = Path(directory)
         path = directory / MODEL_FILE
-        _atomic_write(path, self.proto)
+        atomic_write(path, lambda tmp: tmp.write_bytes(self.proto))
         meta = {"kind": self.kind, "vocab_size": len(self), "pad_id": self.pad_id, "unk_id": self.unk_id,
                 "bos_id": self.bos_id, "eos_id": self.eos_id, "options": self.options}
-        _atomic_write(directory / META_FILE, json.dumps(meta, indent=1, sort_keys=True).encode("utf-8"))
+        text = json.dumps(meta, indent=1, sort_keys=True)
+        atomic_write(directory / META_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
         return path
 
     @classmethod

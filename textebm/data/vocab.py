@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
+from ..files import atomic_write, read_json
 from .specials import BOS_ID, EOS_ID, PAD_ID, SPECIALS, UNK, UNK_ID
 
 
@@ -52,18 +52,16 @@ class WordVocab:
 
     def save(self, directory) -> Path:
         path = Path(directory) / "vocab.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"kind": self.kind, "tokens": self.itos}, ensure_ascii=False))
-        os.replace(tmp, path)
-        return path
+        text = json.dumps({"kind": self.kind, "tokens": self.itos}, ensure_ascii=False)
+        return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
     @classmethod
     def load(cls, directory) -> "WordVocab":
         path = Path(directory) / "vocab.json"
+        tokens = read_json(path).get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise ValueError(f"vocabulary file {path} holds no list of tokens")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no vocabulary at {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"vocabulary file {path} is not valid JSON: {e}") from None
-        return cls(data["tokens"])
+            return cls(tokens)
+        except ValueError as e:
+            raise ValueError(f"vocabulary file {path}: {e}") from None

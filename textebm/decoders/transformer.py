@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..extras import require
 from .base import check_latent
 from .lstm import sample_next, strip_eos
 from .ops import TokenSelection, select_tokens, token_log_likelihood, word_dropout
@@ -116,7 +117,7 @@ class TransformerDecoder(nn.Module):
                  pretrained: Optional[str] = None, lm_config: Optional[Dict[str, Any]] = None,
                  word_dropout: float = 0.0, unk_id: int = 1):
         super().__init__()
-        from transformers import GPT2LMHeadModel
+        GPT2LMHeadModel = require("transformers", "the transformer decoder", "transformer").GPT2LMHeadModel
 
         self.vocab_size, self.latent_dim = int(vocab_size), int(latent_dim)
         self.pad_id, self.bos_id, self.eos_id, self.unk_id = int(pad_id), int(bos_id), int(eos_id), int(unk_id)

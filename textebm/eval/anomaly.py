@@ -4,6 +4,8 @@ Both come from scikit-learn (``average_precision_score``, ``roc_auc_score``), im
 """
 from __future__ import annotations
 
+from ..extras import require
+
 from typing import Dict, Mapping, Tuple
 
 import numpy as np
@@ -50,7 +52,7 @@ def auprc(scores, labels) -> float:
     Thresholds run over the scores (higher = more anomalous); positives are label 1. A random scorer gives
     about the positive rate, a perfect one 1.
     """
-    from sklearn.metrics import average_precision_score
+    average_precision_score = require("sklearn.metrics", "AUPRC", "images").average_precision_score
 
     s, y = _check(scores, labels)
     return float(average_precision_score(y, s))
@@ -58,7 +60,7 @@ def auprc(scores, labels) -> float:
 
 def auroc(scores, labels) -> float:
     """Area under the ROC curve: P(score of a random anomaly > score of a random normal), ties counted 1/2."""
-    from sklearn.metrics import roc_auc_score
+    roc_auc_score = require("sklearn.metrics", "AUROC", "images").roc_auc_score
 
     s, y = _check(scores, labels)
     return float(roc_auc_score(y, s))

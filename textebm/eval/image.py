@@ -7,13 +7,15 @@ nothing is downloaded. ``PIL`` is imported only to write PNGs.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 import torch
+
+from ..extras import require
+from ..files import atomic_write
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
@@ -209,17 +211,7 @@ def save_image_grid(images, path, nrow: Optional[int] = None, padding: int = 2, 
     Parent directories are created; the PNG is written to a temporary file beside ``path`` and moved into
     place with ``os.replace``. Returns the path.
     """
-    from PIL import Image
-
+    Image = require("PIL.Image", "writing PNG grids", "images")
     grid = make_grid(images, nrow=nrow, padding=padding, pad_value=pad_value)
     img = Image.fromarray(np.ascontiguousarray(grid[:, :, 0]) if grid.shape[2] == 1 else grid)  # L or RGB
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        img.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))

@@ -24,13 +24,18 @@ import torch
 
 # ---- sampling ---------------------------------------------------------------------------------------------
 def posterior_chains(model, x: torch.Tensor, n_chains: int, n_steps: Optional[int] = None, step_size=None,
-                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                     generator: Optional[torch.Generator] = None, refine_steps: int = 20,
+                     refine_step_size: float = 0.1) -> torch.Tensor:
     """(B, C, d) final states of C = ``n_chains`` independent posterior chains per sentence of the batch x.
 
     The chains run as one batch: ``x.repeat_interleave(C, 0)`` with starts z0 ~ p0 = N(0, sigma0^2 I), through
-    ``model.sample_posterior`` (the recipe's posterior chain on log p_alpha(z) + log p_beta(x | z); ``n_steps``
-    and ``step_size`` override it), with the model in eval mode (no dropout; its previous mode is restored).
+    :func:`~textebm.eval.likelihood.posterior_samples`: the recipe's posterior chain on log p_alpha(z) +
+    log p_beta(x | z) (``n_steps`` and ``step_size`` override it), then ``refine_steps`` Langevin steps at
+    temperature 1, so the states are samples of the model's posterior even when training infers z with a
+    sharpened chain. The model is in eval mode (no dropout; its previous mode is restored).
     """
+    from .likelihood import posterior_samples
+
     if n_chains < 1:
         raise ValueError(f"n_chains must be >= 1, got {n_chains}")
     B = x.shape[0]
@@ -39,7 +44,8 @@ def posterior_chains(model, x: torch.Tensor, n_chains: int, n_steps: Optional[in
     model.eval()
     try:
         z0 = model.prior.sample_reference(B * n_chains, generator=generator, device=x.device)
-        z = model.sample_posterior(x_rep, n_steps=n_steps, step_size=step_size, z0=z0, generator=generator)
+        z = posterior_samples(model, x_rep, z0, n_steps, step_size, refine_steps=refine_steps,
+                              refine_step_size=refine_step_size, generator=generator)
     finally:
         model.train(was)
     return z.detach().view(B, n_chains, -1)

@@ -28,6 +28,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from ..files import progress as progress_bar
 from ..model import chain_settings, describe_chain
 
 #: Defaults of :func:`evaluate_nll` (and ``textebm eval --nll``), chosen so the quickstart run evaluates in
@@ -97,25 +98,46 @@ def gaussian_from_samples(z: torch.Tensor, inflation: float = 1.5, covariance: s
     return GaussianProposal(mean, torch.linalg.cholesky(S))
 
 
+#: the refinement after the recipe's chain, before a proposal is fitted: Langevin at temperature 1 (noise scale 1)
+#: with the paper's posterior step size s1 (Pang et al. 2020), so that the proposal has the width of the model's
+#: posterior even when training infers z with a sharpened (low-noise) chain
+REFINE = dict(refine_steps=20, refine_step_size=0.1)
+
+
+def posterior_samples(model, x, z0: torch.Tensor, n_steps: Optional[int] = None, step_size=None,
+                      z_clamp: Optional[float] = None, refine_steps: int = REFINE["refine_steps"],
+                      refine_step_size: float = REFINE["refine_step_size"],
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Samples of the model's posterior p(z | x) from ``z0``: the recipe's posterior chain (which finds where the
+    posterior is; ``n_steps`` / ``step_size`` override it), then ``refine_steps`` Langevin steps of size
+    ``refine_step_size`` with noise scale 1, which spread a sharpened chain's states to the posterior's own width."""
+    from ..sampling import Langevin
+
+    z = model.sample_posterior(x, z0=z0, n_steps=n_steps, step_size=step_size, z_clamp=z_clamp,
+                               generator=generator, name="posterior chain (evaluation)")
+    if refine_steps:
+        z = model.sample_posterior(x, z0=z, n_steps=refine_steps, step_size=refine_step_size, noise_scale=1.0,
+                                   sampler=Langevin(), z_clamp=z_clamp, generator=generator,
+                                   name="posterior chain (refinement at temperature 1)")
+    return z
+
+
 @torch.no_grad()
 def fit_posterior_proposal(model, x, n_chains: int = 16, n_steps: Optional[int] = None, step_size=None,
                            inflation: float = 1.5, covariance: str = "diag", min_var: float = 1e-4,
                            shrinkage: float = 0.1, z_clamp: Optional[float] = None,
+                           refine_steps: int = REFINE["refine_steps"], refine_step_size: float = REFINE["refine_step_size"],
                            generator: Optional[torch.Generator] = None) -> GaussianProposal:
-    """Run ``n_chains`` posterior Langevin chains per example of x and fit :func:`gaussian_from_samples`.
-
-    Chains target log p_alpha(z) + log p_beta(x | z), start at p0 and run the recipe's posterior chain (its sampler
-    and noise) for ``n_steps`` steps of size ``step_size`` (a number or a schedule); each chain's last state is
-    one sample. x may be any batch the decoder accepts whose first dimension indexes examples.
-    """
+    """Run ``n_chains`` posterior chains per example of x (:func:`posterior_samples`: the recipe's chain from p0,
+    then a refinement at temperature 1) and fit :func:`gaussian_from_samples` to their last states. x may be any
+    batch the decoder accepts whose first dimension indexes examples."""
     if n_chains < 2:
         raise ValueError(f"n_chains must be >= 2 to fit a proposal, got {n_chains}")
     B = x.shape[0]
     x_rep = x.repeat_interleave(n_chains, 0)
     z0 = model.prior.sample_reference(B * n_chains, generator=generator)
-    out = model.sample_posterior(x_rep, z0=z0, n_steps=n_steps, step_size=step_size, z_clamp=z_clamp,
-                                 generator=generator, return_samples=True, name="posterior chain (proposal)")
-    z = out.z.view(B, n_chains, -1)
+    z = posterior_samples(model, x_rep, z0, n_steps, step_size, z_clamp, refine_steps, refine_step_size,
+                          generator).view(B, n_chains, -1)
     return gaussian_from_samples(z, inflation=inflation, covariance=covariance, min_var=min_var,
                                  shrinkage=shrinkage)
 
@@ -215,7 +237,8 @@ NLL_PROTOCOL = (
     "NLL by importance sampling: log p(x) ~= logmeanexp_k [log p_alpha(z_k) + log p_beta(x|z_k) - log q(z_k|x)] "
     "with K = {n_importance} samples z_k ~ q(z|x); q is a {covariance} Gaussian fitted to {n_chains} posterior "
     "chains per sentence ({sampler}, {n_steps} steps of size {step_size}, noise scale {noise_scale}, from "
-    "N(0, sigma0^2 I), the recipe's posterior chain unless overridden; last state of each "
+    "N(0, sigma0^2 I), the recipe's posterior chain unless overridden, then {refine_steps} Langevin steps of size "
+    "{refine_step_size} at temperature 1 (noise scale 1), so the proposal has the posterior's width; last state of each "
     "chain), its (co)variance multiplied by {inflation} for heavier tails. log p_alpha includes -log Z(alpha), "
     "estimated once per model by Monte Carlo under N(0, sigma0^2 I) with {log_z_samples} samples (seed "
     "{seed}); every log p(x) inherits that error (an error e in log Z changes the total NLL by N*e). "
@@ -245,7 +268,7 @@ def evaluate_nll(model, sentences: Sequence[str], n_importance: int = NLL_DEFAUL
     chain = describe_chain(chain_settings(r, "posterior", n_steps, step_size))
     z_clamp = s.z_clamp if s else None
     settings = dict(n_importance=n_importance, n_chains=n_chains, n_steps=chain["n_steps"],
-                    step_size=chain["step_size"], noise_scale=chain["noise_scale"], sampler=chain["sampler"],
+                    step_size=chain["step_size"], noise_scale=chain["noise_scale"], sampler=chain["sampler"], **REFINE,
                     inflation=inflation, covariance=covariance, log_z_samples=log_z_samples, seed=seed,
                     batch_size=batch_size)
     ids, stats = _encode_for_model(model, sentences)
@@ -269,7 +292,7 @@ def evaluate_nll(model, sentences: Sequence[str], n_importance: int = NLL_DEFAUL
         log_px = torch.empty(len(ids), dtype=torch.float64)
         se = torch.empty(len(ids), dtype=torch.float64)
         ess = torch.empty(len(ids), dtype=torch.float64)
-        bar = _bar(len(ids), "nll", progress)
+        bar = progress_bar(len(ids), "nll", progress, leave=False)
         for idx in _batches(ids, batch_size):
             x = pad_batch([ids[i] for i in idx], pad).to(model.device)
             res = importance_log_likelihood(model, x, lz, n_importance=n_importance, generator=gen,
@@ -348,15 +371,3 @@ def evaluate_reconstruction(model, sentences: Sequence[str], n_steps: Optional[i
 
 def _safe_exp(v: float) -> float:
     return math.exp(v) if v < 700 else float("inf")
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        import sys
-
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False)

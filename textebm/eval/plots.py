@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..extras import require
+from ..files import atomic_write
 from ..metrics_log import METRICS_FILE
 
 #: width and height of one panel, in inches
@@ -175,16 +175,7 @@ def _draw(ax, xs: Sequence[float], ys: Sequence[float], label: Optional[str] = N
 
 def _save(fig, path) -> Path:
     """Write ``fig`` to ``path`` as PNG, atomically; parent directories are created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def plot_chain(trace: Sequence[float], path, title: Optional[str] = None) -> Path:

@@ -7,13 +7,13 @@ warm starts (:mod:`.persistent`) and CUDA-graph capture (:mod:`.capture`). Pick 
 """
 import dataclasses
 
-from .base import LogDensity, Sampler, SamplerDivergedError, Samples, Target, frozen, gradient_target, \
-    log_prob_and_grad
+from .base import LogDensity, SamplerDivergedError, Samples, Target, frozen, gradient_target, log_prob_and_grad
 from .langevin import Langevin, langevin
 from .mala import MALA, mala
 from .persistent import ExampleChains, PersistentChains
 from .capture import ChainGraphs
 from .runner import Density, draw_noise, run_chain
+from .sampler import Sampler
 from .schedules import Schedule
 from .sghmc import SGHMC, sghmc
 from .svgd import SVGD, median_bandwidth, rbf_kernel, svgd, svgd_direction

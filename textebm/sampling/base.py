@@ -3,9 +3,9 @@
 Convention (one for the whole package): a sampler is handed a *log-density* ``log_prob(z) -> (batch,)``, higher
 meaning more likely. It never sees an energy.
 
-A sampler is a small object with a documented ``step`` (the shape of a diffusers scheduler); the loop around it,
-with its checks, traces, schedules, warm starts and graph capture, is :func:`textebm.sampling.run_chain`, the one
-loop every caller uses::
+A sampler is a small object with a documented ``step`` (the shape of a diffusers scheduler; the base class is
+:class:`textebm.sampling.sampler.Sampler`); the loop around it, with its checks, traces, schedules, warm starts
+and graph capture, is :func:`textebm.sampling.run_chain`, the one loop every caller uses::
 
     state = sampler.init(z, target)                       # e.g. a velocity, or log pi and its gradient at z
     z, state, lp = sampler.step(z, state, target, s_k, noise_k, noise_scale_k)
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 
@@ -109,44 +109,6 @@ def check_z(z: torch.Tensor, name: str = "z") -> None:
         raise ValueError(f"{name} must have shape (batch, dim); got shape {tuple(z.shape)}")
     if not z.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor; got {z.dtype}")
-
-
-NoiseSpec = List[Tuple[str, Tuple[int, ...]]]
-
-
-class Sampler:
-    """Base class of the samplers (see the module docstring for the step contract).
-
-    Subclasses are dataclasses whose fields are the recipe's ``sampler_args``; ``n_steps`` and ``step_size`` are
-    the defaults of :meth:`sample`. ``exact`` says whether the chain leaves its target exactly invariant.
-    """
-
-    name = "sampler"
-    n_steps: int = 0
-    step_size: float = 0.1
-
-    def noise_spec(self, z: torch.Tensor) -> NoiseSpec:
-        """The random draws one step needs: a list of (``"normal"`` | ``"uniform"``, shape)."""
-        return [("normal", tuple(z.shape))]
-
-    def init(self, z: torch.Tensor, target: Target) -> Dict[str, torch.Tensor]:
-        """The chain's state besides z (empty for memoryless samplers)."""
-        return {}
-
-    def step(self, z, state, target: Target, step_size: float, noise, noise_scale: float):
-        raise NotImplementedError
-
-    def finish(self, z: torch.Tensor, state) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
-        """(numbers to read once the chain ends, tensors to hand back as they are) for ``Samples.stats``."""
-        return {}, {}
-
-    def sample(self, log_prob: LogDensity, z0: torch.Tensor, *, n_steps: Optional[int] = None,
-               step_size=None, **kwargs) -> Samples:
-        """Run this sampler's chain on ``log_prob`` from ``z0`` (keyword arguments: :func:`run_chain`)."""
-        from .runner import run_chain
-
-        return run_chain(self, log_prob, z0, self.n_steps if n_steps is None else n_steps,
-                         self.step_size if step_size is None else step_size, **kwargs)
 
 
 def coordinate_scale(scale: Optional[torch.Tensor], like: torch.Tensor):

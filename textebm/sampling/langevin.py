@@ -20,7 +20,9 @@ from typing import Optional
 
 import torch
 
-from .base import LogDensity, Sampler, Samples, coordinate_scale
+from .base import LogDensity, Samples, coordinate_scale
+from .runner import run_chain
+from .sampler import Sampler
 
 
 @dataclass
@@ -69,8 +71,6 @@ def langevin(log_prob: LogDensity, z0: torch.Tensor, n_steps: int, step_size, *,
              **kwargs) -> Samples:
     """Run K = ``n_steps`` Langevin steps of size s = ``step_size`` (a number or a schedule) on ``log_prob`` from
     ``z0``; the function form of :class:`Langevin` (arguments as in :func:`textebm.sampling.run_chain`)."""
-    from .runner import run_chain
-
     return run_chain(Langevin(noise=noise), log_prob, z0, n_steps, step_size, noise_scale=noise_scale, trace=trace,
                      snapshot_every=snapshot_every, z_clamp=z_clamp, check_every=check_every, generator=generator,
                      name=name, **kwargs)

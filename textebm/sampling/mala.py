@@ -22,13 +22,14 @@ proposal without the acceptance test knowing, so MALA refuses it.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
-from .base import LogDensity, Sampler, Samples
+from .base import LogDensity, Samples
+from .runner import run_chain
+from .sampler import Sampler
 
 
 @dataclass
@@ -107,8 +108,6 @@ def mala(log_prob: LogDensity, z0: torch.Tensor, n_steps: int, step_size, *, ada
          **kwargs) -> Samples:
     """Run ``n_steps`` MALA steps of size s = ``step_size`` on ``log_prob`` from ``z0`` (the function form of
     :class:`MALA`; other arguments as in :func:`textebm.sampling.run_chain`)."""
-    from .runner import run_chain
-
     kwargs.setdefault("name", "mala")
     return run_chain(MALA(adapt=adapt, target_accept=target_accept, adapt_rate=adapt_rate, z_clamp=z_clamp),
                      log_prob, z0, n_steps, step_size, **kwargs)

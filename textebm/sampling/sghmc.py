@@ -20,7 +20,9 @@ from typing import Optional
 
 import torch
 
-from .base import LogDensity, Sampler, Samples, coordinate_scale
+from .base import LogDensity, Samples, coordinate_scale
+from .runner import run_chain
+from .sampler import Sampler
 
 
 @dataclass
@@ -78,7 +80,5 @@ def sghmc(log_prob: LogDensity, z0: torch.Tensor, n_steps: int, step_size, frict
           v0: Optional[torch.Tensor] = None, noise: bool = True, **kwargs) -> Samples:
     """Run ``n_steps`` SGHMC steps with step size delta = ``step_size`` and friction beta = ``friction`` (the
     function form of :class:`SGHMC`; other arguments as in :func:`textebm.sampling.run_chain`)."""
-    from .runner import run_chain
-
     kwargs.setdefault("name", "sghmc")
     return run_chain(SGHMC(friction=friction, noise=noise, v0=v0), log_prob, z0, n_steps, step_size, **kwargs)

@@ -25,7 +25,9 @@ from typing import Optional, Union
 
 import torch
 
-from .base import LogDensity, Sampler, Samples, check_z
+from .base import LogDensity, Samples, check_z
+from .runner import run_chain
+from .sampler import Sampler
 
 Bandwidth = Union[float, torch.Tensor]
 
@@ -136,8 +138,6 @@ def svgd(log_prob: LogDensity, z0: torch.Tensor, n_steps: int, step_size, *, ban
          exclude_self: bool = False, **kwargs) -> Samples:
     """Run ``n_steps`` SVGD updates z <- z + eps * phi(z) with eps = ``step_size`` (the function form of
     :class:`SVGD`; other arguments as in :func:`textebm.sampling.run_chain`)."""
-    from .runner import run_chain
-
     kwargs.setdefault("name", "svgd")
     return run_chain(SVGD(bandwidth=bandwidth, exclude_self=exclude_self), log_prob, z0, n_steps, step_size,
                      **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...extras import require
 from .corpus import PathLike, is_sentence_list, require_file
 
 
@@ -33,8 +34,7 @@ def load_model(path: PathLike):
         raise ModelNotFoundError(f"language model not found: {path}")
     if path.stat().st_size == 0:
         raise ModelFormatError(f"{_NOT_A_MODEL}: {path} (empty file)")
-    import kenlm
-
+    kenlm = require("kenlm", "n-gram perplexity (textebm ngram ppl, FPPL, RPPL)", "text")
     try:
         return kenlm.Model(str(path))
     except (OSError, RuntimeError, ValueError) as exc:  # kenlm's errors; bytes it cannot decode

@@ -1,0 +1,18 @@
+"""``textebm compare RUN...``: evaluation reports of several runs side by side (grouped by a recipe key)."""
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    c = sub.add_parser("compare", help="put the evaluation reports of several runs side by side (textebm eval "
+                                       "writes them), optionally grouped by a recipe key with mean ± sd")
+    c.add_argument("runs", nargs="+", help="run directories (or report files)")
+    c.add_argument("--by", default=None, metavar="SECTION.KEY",
+                   help="group runs by this recipe key (e.g. prior.kind) and show mean ± sd over each group")
+    c.add_argument("--report", default="eval-test.json", help="report file name in each run (default eval-test.json)")
+
+
+def run(args) -> int:
+    from ..eval.compare import compare_table, load_reports
+
+    print(compare_table(load_reports(args.runs, args.report), by=args.by))
+    return 0
