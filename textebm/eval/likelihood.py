@@ -98,6 +98,9 @@ def gaussian_from_samples(z: torch.Tensor, inflation: float = 1.5, covariance: s
     return GaussianProposal(mean, torch.linalg.cholesky(S))
 
 
+#: a log Z standard error above this (nats) makes the NLL untrustworthy; the report says so
+LOG_Z_SE_WARN = 0.1
+
 #: the refinement after the recipe's chain, before a proposal is fitted: Langevin at temperature 1 (noise scale 1)
 #: with the paper's posterior step size s1 (Pang et al. 2020), so that the proposal has the width of the model's
 #: posterior even when training infers z with a sharpened (low-noise) chain
@@ -330,6 +333,11 @@ def evaluate_nll(model, sentences: Sequence[str], n_importance: int = NLL_DEFAUL
     )
     if not math.isfinite(total):
         out["message"] = "the NLL is not finite (a decoder or prior value overflowed)"
+    elif lz_se > LOG_Z_SE_WARN:
+        out["message"] = (f"log Z(alpha) is uncertain (standard error {lz_se:.2f} nats): the prior is so peaked that "
+                          f"annealed importance sampling did not settle, and the NLL is not trustworthy (a value "
+                          f"below the data's entropy is this error); a bounded f (prior.f_clamp) keeps it "
+                          f"estimable")
     return out
 
 
