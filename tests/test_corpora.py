@@ -374,7 +374,9 @@ def test_recipes_load_with_paper_sizes(name):
     sizes = {"ptb": (128, 512), "snli": (256, 256), "yahoo": (512, 1024)}[name]
     assert (r.model.embed_dim, r.model.hidden_dim) == sizes and r.model.latent_dim == 32
     assert (r.sampling.prior_steps, r.sampling.prior_step_size) == (60, 0.4)
-    assert (r.sampling.posterior_steps, r.sampling.posterior_step_size) == (20, 0.1)
+    s = r.sampling  # the paper's K1, with the step-size schedule and noise of docs/latent.md
+    assert (s.posterior_steps, s.posterior_schedule, s.posterior_step_size, s.posterior_step_size_end,
+            s.posterior_noise) == (20, "linear", 0.8, 0.05, 0.3)
     assert (r.prior.hidden, r.prior.n_layers, r.prior.negative_slope) == (200, 2, 0.2)
     assert r.train.steps == 40000 and r.train.batch_size == 32 and r.data.corpus == name
 

@@ -87,14 +87,14 @@ def test_only_corrupt_checkpoints_is_a_clear_error(tmp_path):
 
 
 def test_diverging_step_size_raises_naming_the_sampler(toy_corpus, tmp_path):
-    r = tiny_recipe(toy_corpus, "sampling.prior_step_size=1e6", "prior.sigma0=1e-3")
+    r = tiny_recipe(toy_corpus, "sampling.prior_step_size=1e6", "prior.sigma0=1e-3", "train.latent_batches=0")
     with pytest.raises(SamplerDivergedError, match="prior langevin sampler diverged at step"):
         train(r, tmp_path / "run", device="cpu", progress=False)
 
 
 def test_diverging_step_size_recovers_when_configured(toy_corpus, tmp_path):
     r = tiny_recipe(toy_corpus, "sampling.prior_step_size=1e4", "prior.sigma0=1e-3", "sampling.on_nan=skip",
-                    "train.steps=3")
+                    "train.latent_batches=0", "train.steps=3")
     summary = train(r, tmp_path / "run", device="cpu", progress=False)
     assert summary["step"] == 3 and summary["nan_skips"] >= 1
 

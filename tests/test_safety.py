@@ -185,7 +185,7 @@ def test_out_refuses_a_saved_model_and_overwrite_replaces_it_only_after_start(tm
 
 
 def test_a_run_that_fails_after_starting_leaves_its_directory_reusable(tmp_path, toy_corpus, capsys):
-    r = tiny_recipe(toy_corpus, "sampling.prior_step_size=1e6", "prior.sigma0=1e-3")
+    r = tiny_recipe(toy_corpus, "sampling.prior_step_size=1e6", "prior.sigma0=1e-3", "train.latent_batches=0")
     path = tmp_path / "diverges.yaml"
     path.write_text(dump_recipe(r))
     out = tmp_path / "out"

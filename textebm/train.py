@@ -248,8 +248,7 @@ class Trainer:
         for store, key in ((self.posterior_store, "posterior_chains"), (self.prior_store, "prior_chains")):
             if store is not None and ck.get(key) is not None:
                 store.load_state_dict(ck[key])
-                if hasattr(store, "to"):
-                    store.to(self.device)
+                store.to(self.device)
 
     def save_checkpoint(self) -> Path:
         return save_checkpoint(self.state_dict(), self.run_dir, self.recipe.train.keep_checkpoints)

@@ -66,6 +66,12 @@ class PersistentChains:
         self.buffer: Optional[torch.Tensor] = None
         self.n_calls = 0
 
+    def to(self, device) -> "PersistentChains":
+        """Move the buffer (e.g. restored from a checkpoint on the CPU) to ``device``."""
+        if self.buffer is not None:
+            self.buffer = self.buffer.to(device)
+        return self
+
     def fresh(self, n: int, generator=None, like: Optional[torch.Tensor] = None) -> torch.Tensor:
         """n fresh starts: ``init(n, generator)``, or sigma0 * N(0, I)."""
         if self._init is not None:
