@@ -182,11 +182,8 @@ class ImageData(DataModule):
         """samples.png, reconstructions.png (validation images) and chain.png in the run directory."""
         from ..eval.vision import write_image_grids
 
-        s = self.recipe.sampling
         model.eval()
-        paths = write_image_grids(model, self.images.valid, run_dir, prior_steps=s.prior_steps,
-                                  prior_step_size=s.prior_step_size, posterior_steps=s.posterior_steps,
-                                  posterior_step_size=s.posterior_step_size, generator=generator)
+        paths = write_image_grids(model, self.images.valid, run_dir, generator=generator)  # the recipe's chains
         _log("image grids: " + ", ".join(paths.values()))
 
 

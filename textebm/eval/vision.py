@@ -16,7 +16,7 @@ def _batches(x: torch.Tensor, batch_size: int):
         yield x[i:i + batch_size]
 
 
-def posterior_scores(model, images: torch.Tensor, n_steps: int = 20, step_size: float = 0.1,
+def posterior_scores(model, images: torch.Tensor, n_steps: Optional[int] = None, step_size=None,
                      batch_size: int = 100, generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
     """Per-image scores at a posterior sample z+ ~ p(z | x) (short-run Langevin from p0), one chain per image:
 
@@ -42,14 +42,14 @@ def posterior_scores(model, images: torch.Tensor, n_steps: int = 20, step_size: 
     return {k: torch.cat(v).double() for k, v in out.items()}
 
 
-def reconstruction_mse(model, images: torch.Tensor, n_steps: int = 20, step_size: float = 0.1,
+def reconstruction_mse(model, images: torch.Tensor, n_steps: Optional[int] = None, step_size=None,
                        batch_size: int = 100, generator: Optional[torch.Generator] = None) -> float:
     """Mean over images and pixel values of (x - g(z+))^2, z+ from posterior Langevin (the paper's MSE)."""
     sq = posterior_scores(model, images, n_steps, step_size, batch_size, generator)["squared_error"]
     return float(sq.sum()) / images.numel()
 
 
-def sample_images(model, n: int, n_steps: int = 60, step_size: float = 0.4, batch_size: int = 100,
+def sample_images(model, n: int, n_steps: Optional[int] = None, step_size=None, batch_size: int = 100,
                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """n images g(z-), z- from prior Langevin (K0 steps of size s0 from p0)."""
     out = []
@@ -60,8 +60,8 @@ def sample_images(model, n: int, n_steps: int = 60, step_size: float = 0.4, batc
     return torch.cat(out)
 
 
-def write_image_grids(model, images: torch.Tensor, out_dir, n: int = 64, prior_steps: int = 60,
-                      prior_step_size: float = 0.4, posterior_steps: int = 20, posterior_step_size: float = 0.1,
+def write_image_grids(model, images: torch.Tensor, out_dir, n: int = 64, prior_steps: Optional[int] = None,
+                      prior_step_size=None, posterior_steps: Optional[int] = None, posterior_step_size=None,
                       chain_steps: int = 600, chains: int = 8, columns: int = 10,
                       generator: Optional[torch.Generator] = None) -> Dict[str, str]:
     """PNG grids a person can look at: prior samples, data beside reconstructions, and long prior chains.
@@ -91,6 +91,11 @@ def write_image_grids(model, images: torch.Tensor, out_dir, n: int = 64, prior_s
     save_image_grid(torch.cat(pad), out_dir / "reconstructions.png", nrow=per_row)
     paths["reconstructions"] = str(out_dir / "reconstructions.png")
 
+    if prior_step_size is None:  # the long chain keeps one step size: the recipe's first (s0)
+        from ..model import chain_settings
+        from ..sampling.schedules import first_value
+
+        prior_step_size = first_value(chain_settings(model.recipe, "prior")["step_size"])
     chain_grid(model, out_dir / "chain.png", chain_steps, max(1, chain_steps // max(1, columns - 1)),
                prior_step_size, chains, generator)
     paths["chain"] = str(out_dir / "chain.png")
@@ -126,9 +131,11 @@ def evaluate_image_run(model, split: str = "test", max_images: int = 0, inceptio
     r = model.recipe
     if r is None:
         raise ValueError("the model carries no recipe, so its image set is unknown")
-    d, s = r.data, r.sampling
-    k1 = s.posterior_steps if posterior_steps is None else posterior_steps
-    s1 = s.posterior_step_size if posterior_step_size is None else posterior_step_size
+    d = r.data
+    from ..model import chain_settings, describe_chain
+
+    chain = describe_chain(chain_settings(r, "posterior", posterior_steps, posterior_step_size))
+    k1, s1 = posterior_steps, posterior_step_size  # None: the recipe's chain (its schedule and noise too)
     images = load_images(d.corpus, d.image_size, d.channels, data_dir=d.data_dir, limit=d.limit, seed=r.seed,
                          **d.options)
     if d.held_out_class is not None:
@@ -142,7 +149,8 @@ def evaluate_image_run(model, split: str = "test", max_images: int = 0, inceptio
     gen.manual_seed(seed)
     report = {"kind": "image", "data": {"images": images.name, "split": split, "n": int(x.shape[0]),
                                         "shape": list(x.shape[1:])},
-              "settings": {"posterior_steps": k1, "posterior_step_size": s1, "seed": seed}}
+              "settings": {"posterior_steps": chain["n_steps"], "posterior_step_size": chain["step_size"],
+                           "posterior_noise_scale": chain["noise_scale"], "seed": seed}}
     scores = posterior_scores(model, x, k1, s1, batch_size, gen)  # one posterior pass serves MSE and anomaly
     report["mse"] = float(scores.pop("squared_error").sum()) / x.numel()
     if d.held_out_class is not None:
@@ -152,15 +160,14 @@ def evaluate_image_run(model, split: str = "test", max_images: int = 0, inceptio
         from .image import InceptionFeatures, fid
 
         n = fid_samples or x.shape[0]
-        fake = sample_images(model, n, s.prior_steps, s.prior_step_size, batch_size, gen)
+        fake = sample_images(model, n, batch_size=batch_size, generator=gen)
         report["fid"] = {"value": fid(x[:n], fake, InceptionFeatures(inception), batch_size=batch_size),
                          "n_real": int(min(n, x.shape[0])), "n_fake": int(n), "features": "inception-2015-12-05"}
     else:
         report["fid"] = {"skipped": "no Inception weights given (--inception PATH to inception-2015-12-05.pt)"}
     if grids_dir is not None:
-        report["grids"] = write_image_grids(model, x, grids_dir, prior_steps=s.prior_steps,
-                                            prior_step_size=s.prior_step_size, posterior_steps=k1,
-                                            posterior_step_size=s1, generator=gen)
+        report["grids"] = write_image_grids(model, x, grids_dir, posterior_steps=k1, posterior_step_size=s1,
+                                            generator=gen)
     return report
 
 
