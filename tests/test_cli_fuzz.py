@@ -20,6 +20,7 @@ import yaml
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
 
 from textebm.cli import main  # noqa: E402
 from textebm.config import Recipe, dump_recipe  # noqa: E402
@@ -231,6 +232,9 @@ def test_cli_never_crashes_and_touches_only_run_directories(world, monkeypatch):
     w = world
     before = _tree(w["inputs"])
     repo_before = sorted(p.name for p in ROOT.iterdir())
+    # Hypothesis caches data (e.g. its character tables) under a home directory fixed at import time as
+    # ./.hypothesis; keep it in this test's scratch area so the checkout's listing stays comparable.
+    set_hypothesis_home_dir(w["root"] / ".hypothesis")
     monkeypatch.chdir(w["runs"])  # relative output paths (e.g. --out -1) land in the run area
 
     @settings(max_examples=N_CASES, deadline=None, derandomize=True, database=None,
@@ -251,5 +255,8 @@ def test_cli_never_crashes_and_touches_only_run_directories(world, monkeypatch):
         assert not (w["root"] / "PWNED").exists(), args
         assert _tree(w["inputs"]) == before, args
 
-    check()
+    try:
+        check()
+    finally:
+        set_hypothesis_home_dir(None)
     assert sorted(p.name for p in ROOT.iterdir()) == repo_before
