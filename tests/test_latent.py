@@ -258,3 +258,14 @@ def test_reconstruction_token_accuracy(sign_model):
     # BLEU: sentence 1 is exact (4/4, 3/3, 2/2, 1/1 n-gram matches), sentence 2 decodes to b b b a against
     # b b a a (3/4, 2/3, 1/2, 0/1): p1 = 7/8, p2 = 5/6, p3 = 3/4, p4 = 1/2, BP = 1 (c = r = 8)
     assert bad["bleu"] == pytest.approx((7 / 8 * 5 / 6 * 3 / 4 * 1 / 2) ** 0.25, rel=1e-12)
+
+
+def test_negative_mi_or_kl_beyond_noise_is_flagged():
+    from textebm.eval.latent import implausible
+    assert implausible({"mi": 4.9, "mi_se": 0.1, "kl": 7.4, "kl_se": 0.2}) is None
+    assert implausible({"mi": -0.02, "mi_se": 0.03, "kl": 0.3, "kl_se": 0.05}) is None   # within noise of 0
+    assert implausible({"mi": None, "mi_se": None, "kl": None, "kl_se": None}) is None
+    msg = implausible({"mi": -6.21, "mi_se": 0.37, "kl": 0.3, "kl_se": 0.05})             # a diverged prior's run
+    assert msg is not None and "mi -6.21" in msg and "kl" not in msg.split("nats")[0]
+    msg = implausible({"mi": 1.0, "mi_se": 0.1, "kl": -4.7e4, "kl_se": 156.0})
+    assert msg is not None and "kl -4.7e+04" in msg

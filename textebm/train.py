@@ -372,7 +372,10 @@ class Trainer:
                 from .eval.latent import latent_diagnostics
 
                 diag = latent_diagnostics(model, batches, n_chains=t.latent_chains, seed=VALID_SEED)
-                out.update({f"valid_{k}": v for k, v in diag.items() if k not in ("n_sentences", "n_chains")})
+                if diag.get("message"):
+                    log(f"latent diagnostics: {diag['message']}")
+                skip = ("n_sentences", "n_chains", "message")
+                out.update({f"valid_{k}": v for k, v in diag.items() if k not in skip})
         finally:
             model.train(was)
         return out

@@ -424,6 +424,19 @@ def _mean_se(values: torch.Tensor):
     return float(values.mean()), (float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else None)
 
 
+def implausible(out: dict, z_crit: float = 3.0) -> Optional[str]:
+    """A one-line warning when the diagnostics contradict themselves, else None: MI and KL cannot be negative, so
+    an estimate more than ``z_crit`` standard errors below 0 means the chains did not sample one posterior per
+    sentence (typically a diverged or very peaked prior) and none of the numbers is trustworthy."""
+    bad = [f"{k} {out[k]:.3g} +- {out[k + '_se']:.2g}" for k in ("mi", "kl")
+           if out.get(k) is not None and out.get(k + "_se") is not None
+           and out[k] < -max(z_crit * out[k + "_se"], 1e-6)]
+    if not bad:
+        return None
+    return (f"{', '.join(bad)} nats is negative, and the true value cannot be: the chains do not sample the "
+            "posterior (a diverged or very peaked prior?), so these latent diagnostics are not trustworthy")
+
+
 def latent_diagnostics(model, batches: Iterable[torch.Tensor], n_chains: int = 8, n_steps: Optional[int] = None,
                        step_size: Optional[float] = None, seed: int = 0, n_importance: int = 32,
                        log_z=None, log_z_samples: int = 100_000, n_eval: int = 1,
@@ -527,6 +540,7 @@ def latent_diagnostics(model, batches: Iterable[torch.Tensor], n_chains: int = 8
     for k, v in out.items():
         if isinstance(v, float) and not math.isfinite(v):
             out[k] = None  # JSON has no NaN / infinity
+    out["message"] = implausible(out)
     return out
 
 

@@ -86,7 +86,7 @@ def metric_rows(report: dict) -> List[tuple]:
     if lat is not None:
         base = f"{lat.get('n_sentences')} sentences, {lat.get('n_chains')} chains each"
         rows.append(("mutual information I(x; z) (nats)", _fmt(lat.get("mi"), 3),
-                     f"± {_fmt(lat.get('mi_se'), 3)}; {base}"))
+                     _notes(lat, f"± {_fmt(lat.get('mi_se'), 3)}; {base}")))
         rows.append(("active units", _fmt(lat.get("active_units")), f"of {lat.get('latent_dim')}"))
         rows.append(("shuffled-latent gap (nats/sentence)", _fmt(lat.get("shuffle_gap"), 3),
                      "log p(x|z+(x)) - log p(x|z+(x'))"))
