@@ -287,7 +287,11 @@ def test_transformer_recipes_validate_and_build():
     p = load_recipe(ROOT / "recipes" / "ptb_transformer.yaml")
     assert p.model.latent_dim == 32 and p.model.decoder == "transformer"
     s = p.sampling
-    assert (s.prior_steps, s.prior_step_size, s.posterior_steps, s.posterior_step_size) == (60, 0.4, 20, 0.1)
+    assert (s.prior_steps, s.prior_step_size, s.posterior_steps) == (60, 0.4, 20)
+    for r in (p, q):  # the posterior chain under which the latent is used (docs/latent.md)
+        s = r.sampling
+        assert (s.posterior_schedule, s.posterior_step_size, s.posterior_step_size_end, s.posterior_noise) == \
+            ("linear", 0.8, 0.05, 0.3)
 
 
 # ---- the custom-decoder example ---------------------------------------------------------------------------
