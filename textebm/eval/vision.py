@@ -126,16 +126,15 @@ def evaluate_image_run(model, split: str = "test", max_images: int = 0, inceptio
     """``textebm eval`` for an image run: reconstruction MSE, FID (when Inception weights are given, or any
     extractor), anomaly AUPRC / AUROC (for a held-out-class recipe), and PNG grids."""
     from ..data.images import held_out_class_split, load_images
+    from ..model import chain_settings, describe_chain
     from .anomaly import anomaly_report
 
     r = model.recipe
     if r is None:
         raise ValueError("the model carries no recipe, so its image set is unknown")
     d = r.data
-    from ..model import chain_settings, describe_chain
-
+    # None: the recipe's posterior chain (its schedule and noise too)
     chain = describe_chain(chain_settings(r, "posterior", posterior_steps, posterior_step_size))
-    k1, s1 = posterior_steps, posterior_step_size  # None: the recipe's chain (its schedule and noise too)
     images = load_images(d.corpus, d.image_size, d.channels, data_dir=d.data_dir, limit=d.limit, seed=r.seed,
                          **d.options)
     if d.held_out_class is not None:
@@ -151,7 +150,8 @@ def evaluate_image_run(model, split: str = "test", max_images: int = 0, inceptio
                                         "shape": list(x.shape[1:])},
               "settings": {"posterior_steps": chain["n_steps"], "posterior_step_size": chain["step_size"],
                            "posterior_noise_scale": chain["noise_scale"], "seed": seed}}
-    scores = posterior_scores(model, x, k1, s1, batch_size, gen)  # one posterior pass serves MSE and anomaly
+    # one posterior pass serves MSE and anomaly
+    scores = posterior_scores(model, x, posterior_steps, posterior_step_size, batch_size, gen)
     report["mse"] = float(scores.pop("squared_error").sum()) / x.numel()
     if d.held_out_class is not None:
         report["anomaly"] = {"held_out_class": d.held_out_class,
@@ -166,8 +166,8 @@ def evaluate_image_run(model, split: str = "test", max_images: int = 0, inceptio
     else:
         report["fid"] = {"skipped": "no Inception weights given (--inception PATH to inception-2015-12-05.pt)"}
     if grids_dir is not None:
-        report["grids"] = write_image_grids(model, x, grids_dir, posterior_steps=k1, posterior_step_size=s1,
-                                            generator=gen)
+        report["grids"] = write_image_grids(model, x, grids_dir, posterior_steps=posterior_steps,
+                                            posterior_step_size=posterior_step_size, generator=gen)
     return report
 
 
