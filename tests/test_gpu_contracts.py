@@ -256,3 +256,17 @@ def test_cuda_training_with_the_fused_lstm_and_resume(toy_corpus, tmp_path):
     r = tiny_recipe(toy_corpus, "train.steps=6", "train.save_every=3", "train.deterministic=true")
     full = train(r, tmp_path / "full", device="cuda", progress=False)
     assert full["step"] == 6
+
+
+def test_chain_stores_restored_on_the_cpu_follow_the_run_device():
+    """A checkpoint is read on the CPU; the resumed run's chains must live on its device, not beside it (on CUDA a
+    CPU buffer would fail or copy every step). 'meta' stands in for the GPU."""
+    from textebm.sampling import ExampleChains, PersistentChains
+
+    pcd = PersistentChains(n_chains=4, dim=3)
+    pcd.load_state_dict({"buffer": torch.randn(4, 3), "n_calls": 2, "reinit": 0.05, "n_chains": 4})
+    assert pcd.to("meta").buffer.device.type == "meta" and pcd.buffer.shape == (4, 3)
+    per = ExampleChains(5, 3)
+    per.load_state_dict({"z": torch.randn(5, 3), "seen": torch.zeros(5, dtype=torch.bool), "n_examples": 5, "dim": 3})
+    per.to("meta")
+    assert per.z.device.type == "meta" and per.seen.device.type == "meta"
