@@ -22,6 +22,14 @@ ACTIVATIONS = {
 }
 
 
+def soft_clamp(x: torch.Tensor, bound: Optional[float]) -> torch.Tensor:
+    """bound * tanh(x / bound): x squashed smoothly into (-bound, bound), about x where |x| << bound.
+
+    ``bound=None`` returns x unchanged.
+    """
+    return x if bound is None else bound * torch.tanh(x / bound)
+
+
 class LatentEBMPrior(nn.Module):
     """Energy-based tilt of a Gaussian in latent space.
 
@@ -79,10 +87,7 @@ class LatentEBMPrior(nn.Module):
     def f(self, z: torch.Tensor) -> torch.Tensor:
         """f_alpha(z), the negative energy of the tilt; shape (batch,)."""
         self._check(z)
-        out = self.net(z).squeeze(-1)
-        if self.f_clamp is not None:
-            out = self.f_clamp * torch.tanh(out / self.f_clamp)
-        return out
+        return soft_clamp(self.net(z).squeeze(-1), self.f_clamp)
 
     def log_prob_unnormalized(self, z: torch.Tensor) -> torch.Tensor:
         """f_alpha(z) - |z|^2 / (2 sigma0^2): log p_alpha(z) up to an additive constant."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import html
 import re
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .corpus import SPLITS, Corpus, CorpusError, find_split, load_local_dir, repo_data_dir
 from .hub import HUB_SPLITS, column, hub_split, load_hub
@@ -77,6 +77,22 @@ def _dispatch(name: str, label: str, data_dir, source: str, prefixes: Sequence[s
     return build_from_hub(_file_hint(files, directory))
 
 
+def _hub_corpus(name: str, label: str, hub_name: str, hub_config: Optional[str], hint: str,
+                sentences: Callable[[object, str, Dict[str, int]], List[str]], after: str) -> Corpus:
+    """A corpus from a Hub data set with the three splits: ``sentences(split_data, split, stats)`` reads each one.
+
+    A split left with no sentence is an error (``after`` says what removed them, e.g. a length cap).
+    """
+    ds = load_hub(label, hub_name, hub_config, hint)
+    parts: Dict[str, List[str]] = {}
+    stats: Dict[str, int] = {}
+    for split in SPLITS:
+        parts[split] = sentences(hub_split(ds, split, label, hub_name), split, stats)
+        if not parts[split]:
+            raise CorpusError(f"{label}: the Hub {HUB_SPLITS[split]!r} split holds no sentences{after}")
+    return Corpus(name, parts["train"], parts["valid"], parts["test"], stats)
+
+
 # ---- PTB ------------------------------------------------------------------------------------------------
 def load_ptb(data_dir=None, source: str = "auto", hub_name: str = "ptb_text_only",
              hub_config: Optional[str] = None, max_words: Optional[int] = None, bad_bytes: str = "error") -> Corpus:
@@ -97,27 +113,23 @@ def load_ptb(data_dir=None, source: str = "auto", hub_name: str = "ptb_text_only
     label = "PTB"
     files = "ptb.train.txt, ptb.valid.txt, ptb.test.txt"
 
+    def sentences(d, split: str, stats: Dict[str, int]) -> List[str]:
+        kept, blank, capped = [], 0, 0
+        for text in column(d, "sentence", label):
+            words = str(text or "").split()
+            if not words:
+                blank += 1
+            elif max_words is not None and len(words) > max_words:
+                capped += 1
+            else:
+                kept.append(" ".join(words))
+        stats[f"blank_lines:ptb.{split}"] = blank
+        if max_words is not None:
+            stats[f"over_cap:ptb.{split}"] = capped
+        return kept
+
     def from_hub(hint: str) -> Corpus:
-        ds = load_hub(label, hub_name, hub_config, hint)
-        parts, stats = {}, {}
-        for split in SPLITS:
-            rows = column(hub_split(ds, split, label, hub_name), "sentence", label)
-            kept, blank, capped = [], 0, 0
-            for text in rows:
-                words = str(text or "").split()
-                if not words:
-                    blank += 1
-                elif max_words is not None and len(words) > max_words:
-                    capped += 1
-                else:
-                    kept.append(" ".join(words))
-            stats[f"blank_lines:ptb.{split}"] = blank
-            if max_words is not None:
-                stats[f"over_cap:ptb.{split}"] = capped
-            if not kept:
-                raise CorpusError(f"{label}: the Hub {HUB_SPLITS[split]!r} split holds no sentences")
-            parts[split] = kept
-        return Corpus("ptb", parts["train"], parts["valid"], parts["test"], stats)
+        return _hub_corpus("ptb", label, hub_name, hub_config, hint, sentences, "")
 
     return _dispatch("ptb", label, data_dir, source, ("ptb.", ""), files,
                      dict(max_words=max_words, over_cap="drop", bad_bytes=bad_bytes), from_hub)
@@ -181,17 +193,13 @@ def load_snli(data_dir=None, source: str = "auto", max_words: Optional[int] = 15
     label = "SNLI"
     files = "snli.train.txt, snli.valid.txt, snli.test.txt (one sentence per line)"
 
+    def sentences(d, split: str, stats: Dict[str, int]) -> List[str]:
+        pairs = zip(column(d, "premise", label), column(d, "hypothesis", label))
+        return snli_sentences(pairs, max_words, stats, split)
+
     def from_hub(hint: str) -> Corpus:
-        ds = load_hub(label, hub_name, hub_config, hint)
-        parts, stats = {}, {}
-        for split in SPLITS:
-            d = hub_split(ds, split, label, hub_name)
-            prem, hyp = column(d, "premise", label), column(d, "hypothesis", label)
-            parts[split] = snli_sentences(zip(prem, hyp), max_words, stats, split)
-            if not parts[split]:
-                raise CorpusError(f"{label}: no sentences left in the Hub {HUB_SPLITS[split]!r} split "
-                                  f"after the {max_words}-word cap")
-        return Corpus("snli", parts["train"], parts["valid"], parts["test"], stats)
+        return _hub_corpus("snli", label, hub_name, hub_config, hint, sentences,
+                           f" after the {max_words}-word cap" if max_words is not None else "")
 
     return _dispatch("snli", label, data_dir, source, ("snli.", ""), files,
                      dict(max_words=max_words, over_cap="drop", bad_bytes=bad_bytes), from_hub)

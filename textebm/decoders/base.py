@@ -76,3 +76,12 @@ def check_latent(z: torch.Tensor, latent_dim: int, batch: int | None = None, who
         raise ValueError(f"{who} expects z of shape (batch, {latent_dim}); got {shape}")
     if batch is not None and z.shape[0] != batch:
         raise ValueError(f"{who}: z has {z.shape[0]} rows but x has {batch} examples")
+
+
+def check_tokens(x: torch.Tensor) -> None:
+    """x must be a (batch, length >= 2) integer tensor of token ids: <s>, then the sentence, right-padded with <pad>."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype not in (torch.int64, torch.int32):
+        raise ValueError("x must be an integer tensor of token ids, shape (batch, length) "
+                         "starting with <s> and right-padded with <pad>")
+    if x.shape[1] < 2:
+        raise ValueError(f"x must hold at least <s> and one token per row; got length {x.shape[1]}")

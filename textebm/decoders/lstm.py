@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import check_latent, rnn_backward_mode
+from .base import check_latent, check_tokens, rnn_backward_mode
 from .ops import TokenSelection, lstm_recurrence, select_tokens, token_log_likelihood, word_dropout
 
 
@@ -78,13 +78,6 @@ class LSTMDecoder(nn.Module):
             self.embed.weight[self.pad_id].zero_()
 
     # ---- likelihood ------------------------------------------------------------------------------------
-    def _check_tokens(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype not in (torch.int64, torch.int32):
-            raise ValueError("x must be an integer tensor of token ids, shape (batch, length) "
-                             "starting with <s> and padded with <pad>")
-        if x.shape[1] < 2:
-            raise ValueError(f"x must hold at least <s> and one token per row; got length {x.shape[1]}")
-
     def prepare(self, x: torch.Tensor, static: bool = False) -> TokenContext:
         """Embed the inputs once per batch (z does not enter here); word dropout applies in training mode.
 
@@ -93,7 +86,7 @@ class LSTMDecoder(nn.Module):
         ``static`` every position reaches the output layer (padding weighted by 0): shapes then depend only on
         x's shape, as a captured chain needs, and nothing is read back to the host.
         """
-        self._check_tokens(x)
+        check_tokens(x)
         inputs, targets = x[:, :-1], x[:, 1:]
         if self.training:
             inputs = word_dropout(inputs, self.word_dropout, self.unk_id, self.pad_id)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..extras import require
-from .base import check_latent
+from .base import check_latent, check_tokens
 from .lstm import sample_next, strip_eos
 from .ops import TokenSelection, select_tokens, token_log_likelihood, word_dropout
 
@@ -302,18 +302,11 @@ class TransformerDecoder(nn.Module):
                              f"n_positions {self.max_positions}; raise n_positions or shorten the input")
 
     # ---- likelihood ------------------------------------------------------------------------------------
-    def _check_tokens(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.dtype not in (torch.int64, torch.int32):
-            raise ValueError("x must be an integer tensor of token ids, shape (batch, length) "
-                             "starting with <s> and right-padded with <pad>")
-        if x.shape[1] < 2:
-            raise ValueError(f"x must hold at least <s> and one token per row; got length {x.shape[1]}")
-
     def prepare(self, x: torch.Tensor, static: bool = False) -> PrefixContext:
         """Token embeddings, masks, positions and targets of a batch: the part of the input that z leaves alone.
         Word dropout applies in training mode; ``static`` makes every position reach the output layer (shapes
         that depend only on x's shape, for captured chains)."""
-        self._check_tokens(x)
+        check_tokens(x)
         inputs, targets = x[:, :-1].long(), x[:, 1:].long()
         if self.training:
             inputs = word_dropout(inputs, self.word_dropout, self.unk_id, self.pad_id)

@@ -59,16 +59,12 @@ def _fmt(v, digits: int = 3) -> str:
 def metric_rows(report: dict) -> List[tuple]:
     """(metric, value, notes) rows of an evaluation report, in a fixed order."""
     rows = []
-    f = report.get("fppl")
-    if f is not None:
-        rows.append(("FPPL", _fmt(f.get("value"), 2),
-                     _notes(f, f"{f.get('order')}-gram on train, {f.get('n_samples')} samples, "
-                               f"oov {f.get('oov', 'n/a')}, {f.get('estimator', 'n/a')}")))
-    r = report.get("rppl")
-    if r is not None:
-        rows.append(("RPPL", _fmt(r.get("value"), 2),
-                     _notes(r, f"{r.get('order')}-gram on {r.get('n_samples')} samples, "
-                               f"oov {r.get('oov', 'n/a')}, {r.get('estimator', 'n/a')}")))
+    for key, trained_on in (("fppl", "train, {} samples"), ("rppl", "{} samples")):  # what the n-gram model saw
+        p = report.get(key)
+        if p is not None:
+            rows.append((key.upper(), _fmt(p.get("value"), 2),
+                         _notes(p, f"{p.get('order')}-gram on {trained_on.format(p.get('n_samples'))}, "
+                                   f"oov {p.get('oov', 'n/a')}, {p.get('estimator', 'n/a')}")))
     n = report.get("nll")
     if n is not None:
         extra = ""

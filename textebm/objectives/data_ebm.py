@@ -23,6 +23,7 @@ from typing import Callable, Iterator, List, Optional
 import torch
 from torch import nn
 
+from ..prior import soft_clamp
 from .fdiv import MLP_ACTIVATIONS, mlp
 
 
@@ -72,10 +73,7 @@ class DataEBM(nn.Module):
     def f(self, x: torch.Tensor) -> torch.Tensor:
         """The network output f(x) (negative energy relative to the reference); shape (batch,)."""
         self._check(x)
-        out = self.net(x).squeeze(-1)
-        if self.f_clamp is not None:
-            out = self.f_clamp * torch.tanh(out / self.f_clamp)
-        return out
+        return soft_clamp(self.net(x).squeeze(-1), self.f_clamp)
 
     def log_prob_unnormalized(self, x: torch.Tensor) -> torch.Tensor:
         """f(x) - |x|^2 / (2 sigma^2) (Gaussian reference) or f(x) (flat reference)."""
