@@ -10,23 +10,29 @@
 #   bash bench/gpu_check.sh            # on the GPU machine, from the repository root
 #
 # It uses the machine's own python3 and torch (PYTHON=... to choose another) and the repository as it is
-# (PYTHONPATH, nothing installed); a step that fails is recorded and the script goes on.
+# (PYTHONPATH, nothing installed); a step that fails is recorded and the script goes on. All steps together
+# get DEADLINE seconds (default 270): each step's own limit is cut to what is left, and a step with under 5 s
+# left is recorded as skipped, so a hung step cannot push the whole check past its lease.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/gpu-out}
+DEADLINE=${DEADLINE:-270}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 RUN=$(mktemp -d)
+start=$(date +%s)
 status() { echo "$1 $2" >> "$OUT/steps.txt"; }
-step() {  # step NAME TIMEOUT CMD...: run, log to $OUT/NAME.log, record the exit status
-  local name=$1 limit=$2; shift 2
-  echo "== $name" >&2
-  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+step() {  # step NAME TIMEOUT CMD...: run, log to $OUT/NAME.log, record the exit status (124: timed out)
+  local name=$1 limit=$2 left; shift 2
+  left=$(( DEADLINE - ($(date +%s) - start) ))
+  if (( left < 5 )); then status "$name" skipped; return; fi
+  (( limit > left )) && limit=$left
+  echo "== $name (up to ${limit} s)" >&2
+  timeout -k 5 "$limit" "$@" > "$OUT/$name.log" 2>&1
   status "$name" $?
 }
 : > "$OUT/steps.txt"
-start=$(date +%s)
 
 $PY - > "$OUT/env.json" <<'PYEOF'
 import json, platform, torch

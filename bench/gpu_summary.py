@@ -30,18 +30,29 @@ def summarize(out: Path) -> dict:
                 "prior_s": r["seconds_per_prior_sampling"], "speedup_iteration": r["speedup_iteration"],
                 "speedup_posterior": r["speedup_posterior"], "launches_per_step": r.get("launches_per_posterior_step"),
                 "graphs": r.get("graphs"), "peak_memory_mb": r.get("peak_memory_mb")}
+    total = steps.pop("total_seconds", None)
     ev = _load(out / "quickstart-eval.json") or {}
     lat = ev.get("latent") or {}
-    return {"env": _load(out / "env.json"), "steps": steps, "train_iteration": iters,
+    return {"env": _load(out / "env.json"), "steps": steps, "total_seconds": total, "train_iteration": iters,
             "generation": _load(out / "generation.json"),
             "quickstart": {"nll": (ev.get("nll") or {}).get("nll_per_sentence"), "mi": lat.get("mi"),
                            "active_units": lat.get("active_units"), "shuffle_gap": lat.get("shuffle_gap")}}
 
 
+def _verdict(code) -> str:
+    """A step's exit status in words (timeout's 124 and 137 are the step's limit or the check's deadline)."""
+    if code == 0:
+        return "ok"
+    if code in (124, 137):
+        return "timed out"
+    return code if isinstance(code, str) else f"failed ({code})"
+
+
 def markdown(s: dict) -> str:
     env = s.get("env") or {}
     lines = [f"GPU check on {env.get('gpu')} (torch {env.get('torch')}, CUDA {env.get('cuda')}, cuDNN "
-             f"{env.get('cudnn')}); steps: " + ", ".join(f"{k} {'ok' if v == 0 else v}" for k, v in s["steps"].items()),
+             f"{env.get('cudnn')}), {s.get('total_seconds')} s; steps: "
+             + ", ".join(f"{k} {_verdict(v)}" for k, v in s["steps"].items()),
              "", "| preset / mode | iteration textebm (ms) | reference (ms) | x | posterior textebm (ms) | "
              "reference (ms) | launches per Langevin step textebm / reference |", "|---|---|---|---|---|---|---|"]
     for name, r in s["train_iteration"].items():
@@ -49,6 +60,10 @@ def markdown(s: dict) -> str:
         lines.append(f"| {name} | {1e3 * it['textebm']:.1f} | {1e3 * it['reference']:.1f} | "
                      f"{r['speedup_iteration']:.1f} | {1e3 * po['textebm']:.1f} | {1e3 * po['reference']:.1f} | "
                      + (f"{la.get('textebm', 0):.1f} / {la.get('reference', 0):.1f}" if la else "n/a") + " |")
+    ptb = [r["speedup_iteration"] for name, r in s["train_iteration"].items() if name.startswith("ptb-")]
+    if ptb:
+        lines += ["", f"PTB training iteration: {max(ptb):.1f}x bench/reference.py on the same GPU (best mode; "
+                      f"the floor is 10x: {'met' if max(ptb) >= 10 else 'not met'})"]
     q = s["quickstart"]
     lines += ["", f"quickstart, 200 steps on cuda: NLL {q['nll']}, MI {q['mi']}, active units {q['active_units']}, "
                   f"shuffled-latent gap {q['shuffle_gap']}"]
