@@ -202,6 +202,40 @@ def test_chain_graphs_on_the_cpu_run_the_same_chain(toy_corpus, tmp_path):
     torch.testing.assert_close(a, b)
 
 
+def test_each_captured_call_draws_exactly_the_noise_of_an_eager_chain(monkeypatch):
+    """The graph's noise tensors hold, at each replay, the draws an eager chain would make from the same generator
+    (capture itself draws nothing), so captured runs keep the eager random stream and resume exactly. The CUDA graph
+    API is replaced by stand-ins: what is checked is the host side, which draws and copies."""
+    from textebm.sampling import ChainGraphs, Langevin
+    from textebm.sampling.runner import ChainPlan, Density, draw_noise
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    class Graph:
+        def replay(self):
+            pass
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda: Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "graph", lambda g: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(ChainGraphs, "usable", lambda self, z0, plan, sampler: True)
+    chain, z0 = Langevin(), torch.zeros(4, 3)
+    plan = ChainPlan.build(chain, 6, 0.1)
+    density = Density(lambda: (lambda z: -0.5 * z.pow(2).sum(-1)), key=("gauss",))
+    graphs, g, ref = ChainGraphs(), torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    for _ in range(3):
+        graphs.run(chain, density, z0, plan, g)
+        (entry,) = graphs.graphs.values()
+        expected = draw_noise(chain, z0, 6, ref)
+        assert all(torch.equal(a, b) for a, b in zip(entry.noise, expected))
+    assert graphs.captures == 1 and graphs.replays == 3
+    assert torch.equal(g.get_state(), ref.get_state())
+
+
 # ---- no accumulation whose order could matter --------------------------------------------------------------
 @pytest.mark.parametrize("impl", ["fused", "unrolled"])
 def test_a_training_step_never_accumulates_into_one_position_twice(toy_corpus, tmp_path, impl):

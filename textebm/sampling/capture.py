@@ -30,7 +30,8 @@ from typing import Dict, Optional, Tuple
 import torch
 
 from .base import gradient_target
-from .runner import NOISE_BLOCK_ELEMENTS, ChainOutput, ChainPlan, Density, chain_steps, draw_noise, noise_block
+from .runner import (NOISE_BLOCK_ELEMENTS, ChainOutput, ChainPlan, Density, chain_steps, draw_noise, noise_block,
+                     noise_buffers)
 
 
 @dataclass
@@ -77,7 +78,7 @@ class ChainGraphs:
         entry = self.graphs.get(key)
         if entry is None:
             try:
-                entry = self._capture(sampler, density, z0, plan, generator)
+                entry = self._capture(sampler, density, z0, plan)
             except Exception as e:  # an op that cannot be captured: say so once, then run this chain eagerly
                 self.failed.add(key)
                 warnings.warn(f"could not capture the {plan.name} chain as a CUDA graph ({type(e).__name__}: "
@@ -88,8 +89,7 @@ class ChainGraphs:
         for dst, src in zip(entry.inputs, density.inputs):
             dst.copy_(src, non_blocking=True)
         entry.z0.copy_(z0, non_blocking=True)
-        for dst, src in zip(entry.noise, draw_noise(sampler, z0, plan.n_steps, generator)):
-            dst.copy_(src)
+        draw_noise(sampler, z0, plan.n_steps, generator, out=entry.noise)  # this call's draws, in place
         entry.graph.replay()
         self.replays += 1
         o = entry.out  # the graph's own tensors: copied, since the next replay overwrites them
@@ -97,10 +97,10 @@ class ChainGraphs:
                            {k: v.clone() if torch.is_tensor(v) else v for k, v in o.read.items()},
                            {k: v.clone() if torch.is_tensor(v) else v for k, v in o.keep.items()})
 
-    def _capture(self, sampler, density: Density, z0: torch.Tensor, plan: ChainPlan, generator) -> _Graph:
+    def _capture(self, sampler, density: Density, z0: torch.Tensor, plan: ChainPlan) -> _Graph:
         inputs = tuple(t.detach().clone() for t in density.inputs)
         start = z0.detach().clone()
-        noise = [n.clone() for n in draw_noise(sampler, z0, plan.n_steps, generator)]
+        noise = noise_buffers(sampler, z0, plan.n_steps)  # filled before each replay; capture draws nothing
         static = Density(density.make, inputs, density.key, density.modules)
 
         def body():

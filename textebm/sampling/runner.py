@@ -28,21 +28,30 @@ NOISE_BLOCK_ELEMENTS = 1 << 22
 
 
 def draw_noise(sampler, z: torch.Tensor, n_steps: int, generator: Optional[torch.Generator] = None,
-               start: int = 0, count: Optional[int] = None) -> List[torch.Tensor]:
+               start: int = 0, count: Optional[int] = None,
+               out: Optional[List[torch.Tensor]] = None) -> List[torch.Tensor]:
     """The random draws of steps [start, start + count): one tensor (count, *shape) per entry of the sampler's
     ``noise_spec``. The draws depend only on the generator's state and the shapes, not on how they are blocked:
-    every block is drawn in the same order from the same generator."""
+    every block is drawn in the same order from the same generator. ``out`` (from :func:`noise_buffers`)
+    receives the draws in place, the same numbers without new tensors."""
     count = n_steps - start if count is None else count
-    out = []
-    for kind, shape in sampler.noise_spec(z):
-        size = (count, *shape)
+    spec = sampler.noise_spec(z)
+    bufs = noise_buffers(sampler, z, count) if out is None else out
+    if len(bufs) != len(spec):
+        raise ValueError(f"draw_noise: {len(bufs)} buffers for {len(spec)} kinds of noise")
+    for (kind, _), buf in zip(spec, bufs):
         if kind == "normal":
-            out.append(torch.randn(size, generator=generator, device=z.device, dtype=z.dtype))
+            torch.randn(buf.shape, generator=generator, out=buf)
         elif kind == "uniform":
-            out.append(torch.rand(size, generator=generator, device=z.device, dtype=z.dtype))
+            torch.rand(buf.shape, generator=generator, out=buf)
         else:
             raise ValueError(f"unknown noise kind {kind!r} in {type(sampler).__name__}.noise_spec")
-    return out
+    return bufs
+
+
+def noise_buffers(sampler, z: torch.Tensor, count: int) -> List[torch.Tensor]:
+    """Zero tensors of the shapes :func:`draw_noise` fills for ``count`` steps (nothing is drawn)."""
+    return [torch.zeros((count, *shape), device=z.device, dtype=z.dtype) for _, shape in sampler.noise_spec(z)]
 
 
 def noise_block(sampler, z: torch.Tensor, n_steps: int) -> int:
