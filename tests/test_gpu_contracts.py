@@ -304,3 +304,43 @@ def test_chain_stores_restored_on_the_cpu_follow_the_run_device():
     per.load_state_dict({"z": torch.randn(5, 3), "seen": torch.zeros(5, dtype=torch.bool), "n_examples": 5, "dim": 3})
     per.to("meta")
     assert per.z.device.type == "meta" and per.seen.device.type == "meta"
+
+
+@pytest.mark.parametrize("check_every, expected_calls", [(0, 20), (4, 4)])
+def test_sampling_check_every_stops_both_chains_at_the_first_read_after_a_divergence(toy_corpus, tmp_path, check_every,
+                                                                                    expected_calls):
+    """``sampling.check_every`` reaches the posterior and the prior chain: a density that turns NaN at its second
+    evaluation is caught at the first read after it (step 4), or once the 20-step chain ends (0)."""
+    from textebm.sampling import SamplerDivergedError
+
+    tr = trainer(toy_corpus, tmp_path, "sampling.posterior_steps=20", "sampling.prior_steps=20",
+                 f"sampling.check_every={check_every}")
+    m = tr.model
+    x = tr.data.next().x
+
+    def turning_nan(density):
+        calls = []
+
+        def lp(z):
+            calls.append(1)
+            out = density(z)
+            return out * float("nan") if len(calls) >= 2 else out
+        return lp, calls
+
+    real_posterior = m.posterior_log_prob
+    lp, calls = None, None
+
+    def patched_posterior(*a, **k):
+        nonlocal lp, calls
+        lp, calls = turning_nan(real_posterior(*a, **k))
+        return lp
+
+    m.posterior_log_prob = patched_posterior
+    with pytest.raises(SamplerDivergedError):
+        tr.sample_posterior(x)
+    assert len(calls) == expected_calls
+    prior_lp, prior_calls = turning_nan(m.prior.log_prob_unnormalized)
+    m.prior.log_prob_unnormalized = prior_lp
+    with pytest.raises(SamplerDivergedError):
+        tr.sample_prior(8)
+    assert len(prior_calls) == expected_calls

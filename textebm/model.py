@@ -207,8 +207,8 @@ def _posterior_density(prior, decoder_log_prob, ctx, z: torch.Tensor, prior_weig
 
 def chain_settings(recipe, which: str, n_steps: Optional[int] = None, step_size=None, sampler=None) -> dict:
     """The recipe's ``prior`` or ``posterior`` chain as keyword arguments of :func:`textebm.sampling.run_chain`:
-    ``sampler`` (built by name from the recipe), ``n_steps``, ``step_size`` (a :class:`Schedule`), ``noise_scale``
-    and ``z_clamp``; given values override. Without a recipe: Langevin, K0 = 60, s0 = 0.4 (prior) and
+    ``sampler`` (built by name from the recipe), ``n_steps``, ``step_size`` (a :class:`Schedule`), ``noise_scale``,
+    ``z_clamp`` and ``check_every`` (the sampler's own, else ``sampling.check_every``); given values override. Without a recipe: Langevin, K0 = 60, s0 = 0.4 (prior) and
     K1 = 20, s1 = 0.1 (posterior), Pang et al. (2020)."""
     if which not in ("prior", "posterior"):
         raise ValueError(f"which must be 'prior' or 'posterior', got {which!r}")
@@ -228,8 +228,9 @@ def chain_settings(recipe, which: str, n_steps: Optional[int] = None, step_size=
             k, sched = s.posterior_steps, Schedule(s.posterior_schedule, s.posterior_step_size,
                                                    s.posterior_step_size_end)
             scale = s.posterior_noise
-        cfg = dict(sampler=get_sampler(name, **args), n_steps=k, step_size=sched,
-                   noise_scale=scale if s.noise else 0.0, z_clamp=s.z_clamp)
+        chain = get_sampler(name, **args)
+        cfg = dict(sampler=chain, n_steps=k, step_size=sched, noise_scale=scale if s.noise else 0.0,
+                   z_clamp=s.z_clamp, check_every=getattr(chain, "check_every", 0) or s.check_every)
     for key, value in (("n_steps", n_steps), ("step_size", step_size), ("sampler", sampler)):
         if value is not None:
             cfg[key] = value
