@@ -344,3 +344,29 @@ def test_sampling_check_every_stops_both_chains_at_the_first_read_after_a_diverg
     with pytest.raises(SamplerDivergedError):
         tr.sample_prior(8)
     assert len(prior_calls) == expected_calls
+
+
+def test_step_times_on_a_gpu_are_read_from_its_events_only_when_logged():
+    """On CUDA a training step's times are event pairs: nothing waits for the device until the value is logged,
+    and then it is the events' own elapsed time (host-clock times would measure kernel launches)."""
+    from textebm.eval.report import jsonable
+    from textebm.train import Elapsed, StepClock
+
+    class Event:
+        def __init__(self, ms):
+            self.ms, self.waited = ms, False
+
+        def synchronize(self):
+            self.waited = True
+
+        def elapsed_time(self, other):
+            assert other.waited, "read before the end event completed"
+            return other.ms - self.ms
+
+    a, b = Event(100.0), Event(1600.0)
+    t = Elapsed(a, b)
+    assert not b.waited  # recording the time cost nothing
+    assert jsonable({"time_step": t}) == {"time_step": 1.5} and b.waited
+    clock = StepClock(torch.device("cpu"))
+    assert not clock.cuda and clock.between(1.0, 3.5) == 2.5 and isinstance(clock.mark(), float)
+    assert StepClock(torch.device("cuda", 0)).cuda
