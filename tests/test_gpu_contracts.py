@@ -9,6 +9,7 @@
   writes each position at most once, so results do not depend on thread order.
 """
 import contextlib
+import signal
 import traceback
 from collections import Counter
 
@@ -249,16 +250,6 @@ def test_a_training_step_never_accumulates_into_one_position_twice(toy_corpus, t
     assert not bad, bad
 
 
-def test_deterministic_kernels_train(toy_corpus, tmp_path):
-    before = torch.are_deterministic_algorithms_enabled()
-    try:
-        a = Trainer(tiny_recipe(toy_corpus, "train.deterministic=true", "train.steps=3"), tmp_path / "a",
-                    device="cpu", progress=False).run()
-    finally:
-        torch.use_deterministic_algorithms(before)
-    assert a["step"] == 3
-
-
 # ---- on a GPU ------------------------------------------------------------------------------------------------
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -282,14 +273,41 @@ def test_cuda_captured_posterior_chain_equals_eager(toy_corpus, tmp_path):
     torch.testing.assert_close(outs[1], outs[2], rtol=1e-4, atol=1e-4)
 
 
-@cuda
-@pytest.mark.cuda
-def test_cuda_training_with_the_fused_lstm_and_resume(toy_corpus, tmp_path):
-    from textebm.train import train
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[cuda, pytest.mark.cuda])])
+def test_a_deterministic_run_stopped_and_resumed_equals_the_uninterrupted_run(toy_corpus, tmp_path, device):
+    """``train.deterministic``: deterministic kernels are on, and a run stopped at step 3 and resumed ends with the
+    very parameters of a 6-step run (on CUDA: the fused LSTM under cuDNN, captured chains by default)."""
+    from safetensors.torch import load_file
 
-    r = tiny_recipe(toy_corpus, "train.steps=6", "train.save_every=3", "train.deterministic=true")
-    full = train(r, tmp_path / "full", device="cuda", progress=False)
-    assert full["step"] == 6
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    extra = ("train.save_every=100", "train.deterministic=true", "model.dropout_in=0.2")
+    try:
+        full = Trainer(tiny_recipe(toy_corpus, "train.steps=6", *extra), tmp_path / "full", device=device,
+                       progress=False)
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        full.run()
+        cut = Trainer(tiny_recipe(toy_corpus, "train.steps=6", *extra), tmp_path / "cut", device=device,
+                      progress=False)
+        step = cut.train_step
+
+        def stop_after_the_third(batch):  # what SIGTERM does: finish the step, write a checkpoint, stop
+            out = step(batch)
+            if cut.step == 2:
+                cut.stop_signal = signal.SIGTERM
+            return out
+
+        cut.train_step = stop_after_the_third
+        assert cut.run()["interrupted_by"] == signal.SIGTERM
+        resumed = Trainer(tiny_recipe(toy_corpus, "train.steps=6", *extra), tmp_path / "cut", device=device,
+                          resume=True, progress=False)
+        assert resumed.step == 3
+        resumed.run()
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("full", "cut"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_chain_stores_restored_on_the_cpu_follow_the_run_device():
