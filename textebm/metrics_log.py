@@ -75,3 +75,20 @@ class MetricsLogger:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def first_record_with(run_dir, key: str):
+    """The first record of ``RUN/metrics.jsonl`` that has ``key`` (None if there is none or no file); lines that
+    do not parse are passed over."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and key in record:
+                return record
+    return None

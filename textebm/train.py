@@ -38,7 +38,7 @@ from .config import Recipe, dump_recipe, to_dict
 from .data.batching import Batch
 from .data.modules import build_data
 from .distributed import Distributed
-from .metrics_log import MetricsLogger
+from .metrics_log import MetricsLogger, first_record_with
 from .model import LatentEBMModel, build_model, chain_settings
 from .objectives import build_objective
 from .objectives.data_ebm import loss_parameters, setup_objective
@@ -438,6 +438,9 @@ class Trainer:
             log(f"model: {n:,} parameters (prior {sum(p.numel() for p in self.model.prior.parameters()):,}, "
                 f"{self.model.prior.kind})" + (f"  ranks: {self.dist.world_size}" if self.dist.enabled else ""))
         summary: dict = {}
+        if self.step > 0 and main:  # resumed: the run's first validation is in its metrics file
+            first = first_record_with(self.run_dir, "valid_recon_nll") or {}
+            summary.update({f"{k}_start": v for k, v in first.items() if k.startswith("valid_")})
         handlers = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:

@@ -36,7 +36,8 @@ def _get(d, path):
 
 
 def load_reports(runs: Sequence[str], report: str = "eval-test.json") -> List[dict]:
-    """[(run path, report dict)] for each run; a run without the report is a FileNotFoundError saying what to run."""
+    """{run, name, report} for each run (a report file is named after its directory); a run without the report is
+    a FileNotFoundError saying what to run."""
     from ..files import read_json
 
     out = []
@@ -45,7 +46,7 @@ def load_reports(runs: Sequence[str], report: str = "eval-test.json") -> List[di
         path = p if p.is_file() else p / report
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `textebm eval {run}` first (or pass --report NAME)")
-        out.append({"run": str(run), "report": read_json(path)})
+        out.append({"run": str(run), "name": (p.parent if p.is_file() else p).name, "report": read_json(path)})
     return out
 
 
@@ -69,7 +70,7 @@ def compare_table(items: List[dict], by: Optional[str] = None) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if by is None:
         for it in items:
-            cells = [Path(it["run"]).name, "1"] + [_fmt(_get(it["report"], p), d) for _, p, d in COLUMNS]
+            cells = [it.get("name") or Path(it["run"]).name, "1"] + [_fmt(_get(it["report"], p), d) for _, p, d in COLUMNS]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
     groups: Dict[str, List[dict]] = {}
