@@ -193,6 +193,52 @@ def test_a_run_that_fails_after_starting_leaves_its_directory_reusable(tmp_path,
     assert not out.exists()
 
 
+def test_overwrite_keeps_the_old_model_when_the_new_run_fails_before_its_first_checkpoint(tmp_path, tiny_run,
+                                                                                          capsys, toy_corpus):
+    from textebm.model import LatentEBMModel
+
+    saved = tmp_path / "saved"
+    LatentEBMModel.from_pretrained(tiny_run).save_pretrained(saved)
+    (saved / "metrics.jsonl").write_text('{"step": 1, "old": true}\n')
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    diverges = tmp_path / "diverges.yaml"  # sets up, then diverges in its first step
+    diverges.write_text(dump_recipe(tiny_recipe(toy_corpus, "sampling.prior_step_size=1e6", "prior.sigma0=1e-3",
+                                                "train.latent_batches=0")))
+    assert_error(capsys, ["train", str(diverges), "--out", str(saved), "--overwrite", "--no-progress"], "diverged",
+                 logs=True)
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+
+
+def digest(directory):
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_no_output_flag_writes_over_a_file_of_the_run_or_its_input(tmp_path, tiny_run, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ckpt = list_checkpoints(run)[-1]
+    before = digest(run)
+    for argv, flag in [
+        (["chain", str(run), "--steps", "2", "--every", "1", "--json", str(run / "config.json")], "--json"),
+        (["chain", str(run), "--steps", "2", "--out", str(run / "model.safetensors")], "--out"),
+        (["chain", str(run), "--steps", "2", "--out", str(ckpt)], "--out"),
+        (["eval", str(run), "--diversity", "--out", str(run / "recipe.yaml")], "--out"),
+        (["eval", str(run), "--diversity", "--save-samples", str(run / "vocab.json")], "--save-samples"),
+        (["eval", str(run), "--diversity", "--save-samples", str(run / "metrics.jsonl")], "--save-samples"),
+        (["sample", str(run), "--out", str(run / "config.json")], "--out"),
+    ]:
+        assert_error(capsys, argv, flag, "choose another path")
+    assert digest(run) == before
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a b c\nb c d\n" * 50)
+    text = corpus.read_bytes()
+    assert_error(capsys, ["ngram", "train", "--order", "2", "--input", str(corpus), "--output", str(corpus)],
+                 "--output", "input")
+    assert corpus.read_bytes() == text
+
+
 # ---- arguments and recipe values are checked before any work ---------------------------------------------
 @pytest.mark.parametrize("argv,words", [
     (["--top-k", "-5"], ["--top-k", "at least 0"]),

@@ -223,15 +223,72 @@ def check_out_dir(run_dir, overwrite: bool) -> None:
                               f"or --overwrite to replace it")
 
 
-def clear_dir(run_dir) -> None:
-    """Remove everything inside ``run_dir`` (the directory itself stays)."""
+#: the files a run or a saved model consists of (beside ``checkpoints/``); no output flag may write over them
+RUN_FILES = ("config.json", "model.safetensors", "recipe.yaml", "vocab.json", "spm.model", "spm.json",
+             "metrics.jsonl")
+
+
+def check_output(path, flag: str, inputs=()) -> None:
+    """Refuse an output path that would replace a file of a run or saved model (``RUN_FILES``, anything under
+    ``checkpoints/``) or one of the command's own inputs: a FileExistsError naming the flag and the file."""
+    if path is None:
+        return
+    p = Path(path).expanduser().absolute()
+    for src in inputs:
+        if src is not None and Path(src).exists() and p.exists() and os.path.samefile(p, src):
+            raise FileExistsError(f"{flag} {path} is also this command's input; write the output elsewhere")
+    run = p.parent.parent if p.parent.name == CKPT_DIR else p.parent
+    if _holds_run(run) and (p.name in RUN_FILES or p.parent.name == CKPT_DIR):
+        raise FileExistsError(f"{flag} {path} would replace a file of the run or model in {run}; "
+                              f"choose another path")
+
+
+def _holds_run(d: Path) -> bool:
+    return d.is_dir() and (any((d / f).is_file() for f in ("config.json", "recipe.yaml"))
+                           or bool(list_checkpoints(d)))
+
+
+def set_aside(run_dir) -> Path:
+    """Move everything in ``run_dir`` into a hidden folder inside it (``--overwrite``): the old run stays whole
+    until the new one has written its first checkpoint (:func:`drop_aside`) or is put back if it fails to get
+    there (:func:`restore_aside`)."""
+    run_dir = Path(run_dir)
+    aside = run_dir / f".replaced-{os.getpid()}"
+    aside.mkdir()
+    for child in list(run_dir.iterdir()):
+        if child != aside:
+            os.replace(child, aside / child.name)
+    return aside
+
+
+def restore_aside(run_dir, aside: Path) -> None:
+    """Remove what the failed new run wrote and move the old contents back."""
+    for child in list(Path(run_dir).iterdir()):
+        if child != aside:
+            _remove(child)
+    for child in list(aside.iterdir()):
+        os.replace(child, Path(run_dir) / child.name)
+    aside.rmdir()
+
+
+def drop_aside(aside: Path) -> None:
+    """The new run has started: the old contents go."""
+    _remove(aside)
+
+
+def _remove(path: Path) -> None:
     import shutil
 
-    for child in Path(run_dir).iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child)
-        else:
-            child.unlink()
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def clear_dir(run_dir) -> None:
+    """Remove everything inside ``run_dir`` (the directory itself stays)."""
+    for child in list(Path(run_dir).iterdir()):
+        _remove(child)
 
 
 # ---- loading a model from a run, a saved model or a checkpoint ---------------------------------------------

@@ -43,8 +43,8 @@ from .model import LatentEBMModel, build_model, chain_settings
 from .objectives import build_objective
 from .objectives.data_ebm import loss_parameters, setup_objective
 from .files import load_state, progress
-from .runs import clear_dir, holds_anything, list_checkpoints, load_latest_checkpoint, rng_state, save_checkpoint, \
-    set_rng_state
+from .runs import clear_dir, drop_aside, holds_anything, list_checkpoints, load_latest_checkpoint, restore_aside, \
+    rng_state, save_checkpoint, set_aside, set_rng_state
 from .sampling import ChainGraphs, ExampleChains, PersistentChains, SamplerDivergedError
 
 VALID_SEED = 12345  # validation chains start from the same noise at every evaluation: numbers stay comparable
@@ -186,6 +186,7 @@ class Trainer:
             torch.set_num_threads(t.num_threads)
         seed_everything(r.seed)
         self.step, self.nan_skips, self.step_scale, self.stop_signal = 0, 0, 1.0, None
+        self.replaced: Optional[Path] = None  # with overwrite: the old contents, kept until the first checkpoint
 
         ckpt = None
         if resume:
@@ -206,11 +207,15 @@ class Trainer:
             self._restore(ckpt)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            if ckpt is None:
-                if overwrite:
-                    clear_dir(self.run_dir)
-                self.data.save(self.run_dir)
-            (self.run_dir / "recipe.yaml").write_text(dump_recipe(r))  # on resume: with the resumable overrides
+            if ckpt is None and overwrite and holds_anything(self.run_dir):
+                self.replaced = set_aside(self.run_dir)
+            try:
+                if ckpt is None:
+                    self.data.save(self.run_dir)
+                (self.run_dir / "recipe.yaml").write_text(dump_recipe(r))  # on resume: with the resumable overrides
+            except BaseException:
+                self.put_back()
+                raise
         self.dist.barrier()
 
     # -- setup --
@@ -286,7 +291,17 @@ class Trainer:
                 store.to(self.device)
 
     def save_checkpoint(self) -> Path:
-        return save_checkpoint(self.state_dict(), self.run_dir, self.recipe.train.keep_checkpoints)
+        path = save_checkpoint(self.state_dict(), self.run_dir, self.recipe.train.keep_checkpoints)
+        if self.replaced is not None:  # the new run has started: what --overwrite replaces goes now
+            drop_aside(self.replaced)
+            self.replaced = None
+        return path
+
+    def put_back(self) -> None:
+        """A run started with overwrite failed before its first checkpoint: the old contents come back."""
+        if self.replaced is not None:
+            restore_aside(self.run_dir, self.replaced)
+            self.replaced = None
 
     # -- chains --
     def autocast(self):
@@ -559,6 +574,7 @@ def train(recipe: Recipe, run_dir, device: Optional[str] = None, resume: bool = 
     try:
         return trainer.run()
     except BaseException:
+        trainer.put_back()  # --overwrite: a run that never reached a checkpoint leaves the old one as it was
         # a new run that fails before its first checkpoint leaves nothing behind (so the same --out works again)
         if fresh and trainer.dist.is_main and not list_checkpoints(run_dir) and Path(run_dir).is_dir():
             clear_dir(run_dir)

@@ -29,14 +29,15 @@ def run(args) -> int:
     from ..eval.plots import plot_chain
     from ..eval.report import markdown_chain, write_json
     from ..eval.text import long_run_chain
-    from ..runs import load_model
+    from ..runs import check_output, load_model
     from .common import device
 
     if not Path(args.run).exists():
         raise FileNotFoundError(f"no such run directory or checkpoint: {args.run}")
-    for p in (args.out, args.json):
+    for flag, p in (("--out", args.out), ("--json", args.json)):
         if p and not Path(p).resolve().parent.is_dir():
             raise FileNotFoundError(f"cannot write {p}: its directory does not exist")
+        check_output(p, flag)
     set_threads(args.threads)
     model = load_model(args.run, device=str(device(args.device)))
     if model.is_image:  # the chain as a PNG grid

@@ -73,7 +73,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..eval.report import markdown_table, write_json
     from ..eval.run import evaluate_run, read_samples
-    from ..runs import load_model
+    from ..runs import check_output, load_model
     from .common import device
 
     if not Path(args.run).exists():
@@ -86,6 +86,8 @@ def run(args) -> int:
         out = (rp if rp.is_dir() else rp.parent) / f"eval-{args.split}.json"
     if not out.parent.is_dir():
         raise FileNotFoundError(f"cannot write the report: directory {out.parent} does not exist")
+    check_output(out, "--out", inputs=(args.samples,))
+    check_output(args.save_samples, "--save-samples", inputs=(args.samples,))
     set_threads(args.threads)
     model = load_model(args.run, device=str(device(args.device)))
     report = evaluate_run(model, args, args.run)

@@ -32,12 +32,13 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import torch
 
-    from ..runs import load_model
+    from ..runs import check_output, load_model
     from .common import device as resolve
 
     dev = resolve(args.device)
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise FileNotFoundError(f"cannot write {args.out}: its directory does not exist")
+    check_output(args.out, "--out")
     model = load_model(args.run, device=str(dev))
     model.eval()
     rec = model.recipe

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Sequence
 
+from ...runs import check_output
 from .corpus import MAX_ORDER, check_order
 from .dispatch import train
 from .lmplz import install_lmplz
@@ -81,6 +82,7 @@ def ngram_main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "train":
         output = Path(args.output)
         _check_output(output)
+        check_output(output, "--output", inputs=(args.input,))
         res = train(args.order, args.input, output, estimator=args.estimator, lmplz=args.lmplz)
         msg = f"wrote {res.path} (estimator: {res.estimator_used})"
         if res.fallback_reason:
