@@ -141,6 +141,60 @@ def test_weights_that_do_not_fit_the_config(tmp_path, tiny_run, capsys):
     assert_error(capsys, ["sample", str(saved)], "does not fit")
 
 
+@pytest.mark.parametrize("part, key, value, words", [
+    ("prior", "hidden", -1, "hidden = -1 is negative"),
+    ("prior", "n_layers", 10 ** 9, "n_layers = 1000000000 is more than"),
+    ("decoder", "hidden_dim", 10 ** 12, "hidden_dim = 1000000000000 is more than"),
+    ("decoder", "bos_id", 99999, "bos_id = 99999 is not a token id"),
+    ("prior", "activation", "nope", "cannot be built"),
+])
+def test_config_values_that_cannot_describe_the_weights(tmp_path, tiny_run, capsys, part, key, value, words):
+    """Caught from the config and the weights file's size, before any module is built (a billion layers would
+    take hours to build before failing to fit)."""
+    from textebm.model import LatentEBMModel
+
+    saved = tmp_path / "saved"
+    LatentEBMModel.from_pretrained(tiny_run).save_pretrained(saved)
+    cfg = json.loads((saved / "config.json").read_text())
+    cfg[part][key] = value
+    (saved / "config.json").write_text(json.dumps(cfg))
+    t0 = time.monotonic()
+    assert_error(capsys, ["sample", str(saved)], str(saved / "config.json"), words)
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize("key, value", [("opt_dec", {"x": 1}), ("rng", {"python": 1}), ("step", "x"),
+                                        ("batcher", [1, 2]), ("sampler_gen", torch.zeros(3))])
+def test_a_checkpoint_whose_contents_do_not_fit_is_one_line_naming_it(tmp_path, toy_corpus, capsys, key, value):
+    from textebm.train import train
+
+    run = tmp_path / "run"
+    train(tiny_recipe(toy_corpus, "train.steps=2", "train.save_every=2"), run, device="cpu", progress=False)
+    path = list_checkpoints(run)[-1]
+    ck = torch.load(path, weights_only=True)
+    ck[key] = value
+    torch.save(ck, path)
+    assert_error(capsys, ["train", "--resume", str(run), "--set", "train.steps=4", "--no-progress"], str(path),
+                 logs=True)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.num_threads=-1", ["train.num_threads", "[1, 1024]"]),
+    ("train.num_threads=100000", ["train.num_threads", "[1, 1024]"]),
+    ("seed=-1", ["seed"]),
+    ("seed=99999999999999999999999", ["seed"]),
+    ("prior.f_clamp=-1", ["prior.f_clamp"]),
+    ("sampling.prior_persistent=8", ["sampling.prior_persistent", "train.batch_size"]),
+    ("sampling.posterior_sampler=mala", ["sampling.posterior_sampler", "sampling.posterior_noise"]),
+])
+def test_recipe_values_that_would_fail_later_are_refused_before_the_run(tmp_path, capsys, recipe_file, override,
+                                                                        words):
+    out = tmp_path / "out"
+    assert_error(capsys, ["train", str(recipe_file), "--out", str(out), "--set", override,
+                          "--set", "sampling.posterior_noise=0.3"], *words)
+    assert not out.exists()
+
+
 # ---- data arguments are never replaced -------------------------------------------------------------------
 def test_a_missing_or_empty_data_dir_is_an_error_not_a_generated_corpus(tmp_path, capsys):
     quick = str(ROOT / "recipes" / "quickstart.yaml")

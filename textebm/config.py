@@ -89,7 +89,7 @@ class PriorConfig:
     amortizer: Optional[str] = None
 
     _choices = {"kind": ("ebm", "gaussian"), "sampler": SAMPLER_NAMES}
-    _ranges = {"hidden": (1, None), "n_layers": (0, None), "sigma0": (1e-12, None)}
+    _ranges = {"hidden": (1, None), "n_layers": (0, None), "sigma0": (1e-12, None), "f_clamp": (1e-12, None)}
 
 
 @dataclass
@@ -178,7 +178,7 @@ class TrainConfig:
                "keep_checkpoints": (1, None), "warmup_steps": (0, None), "anneal_start": (0.0, 1.0),
                "anneal_steps": (1, None), "anneal_cycles": (1, None), "anneal_ratio": (1e-6, 1.0),
                "pretrain_steps": (0, None), "latent_batches": (0, None), "latent_chains": (3, None),
-               "grad_clip": (1e-12, None), "weight_decay": (0.0, None)}
+               "grad_clip": (1e-12, None), "weight_decay": (0.0, None), "num_threads": (1, 1024)}
 
 
 @dataclass
@@ -202,6 +202,8 @@ class Recipe:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+    _ranges = {"seed": (0, 2**63 - 1)}
 
 
 # ---- conversion -----------------------------------------------------------------------------------------
@@ -312,6 +314,15 @@ def check_recipe(recipe: "Recipe") -> None:
                               f"sampling.{which}_step_size_end")
     if recipe.prior.kind == "gaussian" and (recipe.prior.amortizer or s.prior_persistent):
         raise ConfigError("prior.kind: gaussian draws exact samples; it takes no amortizer and no persistent chains")
+    if s.prior_persistent and s.prior_persistent < t.batch_size:
+        raise ConfigError(f"sampling.prior_persistent: {s.prior_persistent} chains cannot serve train.batch_size "
+                          f"{t.batch_size}; use at least {t.batch_size} (or 0 for fresh chains)")
+    for which, sampler, noise in (("prior", recipe.prior.sampler, s.prior_noise),
+                                  ("posterior", s.posterior_sampler, s.posterior_noise)):
+        key = "prior.sampler" if which == "prior" else "sampling.posterior_sampler"
+        if sampler == "mala" and s.noise and noise != 1.0:
+            raise ConfigError(f"{key}: mala's accept test needs the full proposal noise, but "
+                              f"sampling.{which}_noise is {noise:g}; set it to 1 or choose another sampler")
 
 
 def to_dict(obj) -> dict:

@@ -183,17 +183,45 @@ class LatentEBMModel(nn.Module):
         except FileNotFoundError:
             pass
         try:
-            prior = build_prior(**cfg["prior"])
-            decoder = build_decoder(names[cfg["decoder_class"]], **cfg["decoder"])
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path} describes a model that cannot be built: {e}") from None
-        model = cls(prior, decoder, tokenizer, recipe)
-        try:
             weights = load_file(str(directory / WEIGHTS))
         except Exception as e:  # safetensors raises its own error types for truncated files
             raise ValueError(f"could not read weights {directory / WEIGHTS}: {e}") from None
+        for part in ("prior", "decoder"):
+            _check_sizes(cfg[part], f"{path} ({part})", weights)
+        try:
+            prior = build_prior(**cfg["prior"])
+            decoder = build_decoder(names[cfg["decoder_class"]], **cfg["decoder"])
+        except (TypeError, ValueError, RuntimeError, OverflowError, IndexError, KeyError) as e:
+            msg = " ".join(str(e).split())[:300]
+            raise ValueError(f"{path} describes a model that cannot be built: {type(e).__name__}: {msg}") from None
+        model = cls(prior, decoder, tokenizer, recipe)
         load_state(model, weights, f"weights {directory / WEIGHTS}")
         return model.to(device)
+
+
+def _check_sizes(cfg: dict, where: str, weights: dict) -> None:
+    """Bounds on a config's integers that the weights file itself sets (a hostile config must not build a model
+    of a billion layers before its weights are found not to fit): every width or count owns parameters, so none
+    can exceed the weights' number of values, and no layer count their number of tensors; token ids lie in
+    [0, vocab_size)."""
+    n_values = sum(t.numel() for t in weights.values())
+    vocab = cfg.get("vocab_size")
+    for key, value in cfg.items():
+        if isinstance(value, dict):  # a nested library config (lm_config): its layer counts
+            for k, v in value.items():
+                if "layer" in k and isinstance(v, int) and not isinstance(v, bool) and v > len(weights):
+                    raise ValueError(f"{where}: {key}.{k} = {v} is more layers than the weights file has tensors "
+                                     f"({len(weights)})")
+        if isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if value < 0 and key != "unk_id":
+            raise ValueError(f"{where}: {key} = {value} is negative")
+        if key.endswith("_id") and isinstance(vocab, int) and value >= vocab:
+            raise ValueError(f"{where}: {key} = {value} is not a token id (vocab_size {vocab})")
+        limit = len(weights) if "layer" in key else n_values
+        if value > limit:
+            raise ValueError(f"{where}: {key} = {value} is more than the weights file can hold ({limit}); "
+                             f"the config does not describe these weights")
 
 
 def _posterior_density(prior, decoder_log_prob, ctx, z: torch.Tensor, prior_weight: float = 1.0) -> torch.Tensor:

@@ -42,9 +42,9 @@ from .metrics_log import MetricsLogger, first_record_with
 from .model import LatentEBMModel, build_model, chain_settings
 from .objectives import build_objective
 from .objectives.data_ebm import loss_parameters, setup_objective
-from .files import load_state, progress
-from .runs import clear_dir, drop_aside, holds_anything, list_checkpoints, load_latest_checkpoint, restore_aside, \
-    rng_state, save_checkpoint, set_aside, set_rng_state
+from .files import FileFormatError, load_state, progress
+from .runs import CheckpointError, clear_dir, drop_aside, holds_anything, list_checkpoints, load_latest_checkpoint, \
+    restore_aside, rng_state, save_checkpoint, set_aside, set_rng_state
 from .sampling import ChainGraphs, ExampleChains, PersistentChains, SamplerDivergedError
 
 VALID_SEED = 12345  # validation chains start from the same noise at every evaluation: numbers stay comparable
@@ -188,7 +188,7 @@ class Trainer:
         self.step, self.nan_skips, self.step_scale, self.stop_signal = 0, 0, 1.0, None
         self.replaced: Optional[Path] = None  # with overwrite: the old contents, kept until the first checkpoint
 
-        ckpt = None
+        ckpt, path = None, None
         if resume:
             path, ckpt = load_latest_checkpoint(self.run_dir)
             log(f"resuming from {path} (step {ckpt['step']})")
@@ -204,7 +204,7 @@ class Trainer:
         self.data = build_data(r, self.dist.rank, self.dist.world_size, tokenizer)
         self._setup_model()
         if ckpt is not None:
-            self._restore(ckpt)
+            self._restore(ckpt, path)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if ckpt is None and overwrite and holds_anything(self.run_dir):
@@ -268,8 +268,18 @@ class Trainer:
             "prior_chains": self.prior_store.state_dict() if self.prior_store else None,
         }
 
-    def _restore(self, ck: dict) -> None:
-        where = f"the checkpoint in {self.run_dir}"
+    def _restore(self, ck: dict, path) -> None:
+        """The run's state from a checkpoint read from ``path``; a part that does not fit is a CheckpointError
+        naming the file (the checkpoint loads safely, but its contents may still be anything)."""
+        try:
+            self._restore_parts(ck, f"the checkpoint {path}")
+        except FileFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError, OverflowError) as e:
+            what = f"no {e}" if isinstance(e, KeyError) else " ".join(str(e).split())[:200]
+            raise CheckpointError(f"{path} cannot be resumed: {type(e).__name__}: {what}") from None
+
+    def _restore_parts(self, ck: dict, where: str) -> None:
         self.step = int(ck["step"])
         load_state(self.model, ck["model"], where)
         load_state(self.objective, ck["objective"], f"{where} (prior objective)")
