@@ -136,6 +136,17 @@ def test_missing_matplotlib_is_one_clear_error(tmp_path, monkeypatch):
     assert not (tmp_path / "c.png").exists()
 
 
+def test_a_missing_tensorboard_names_tensorboard_not_torch(tmp_path, monkeypatch):
+    """torch.utils.tensorboard is importable only with tensorboard installed: the message names what is missing."""
+    from textebm.metrics_log import MetricsLogger
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    with pytest.raises(MissingExtraError, match=r"needs tensorboard, .*pip install 'textebm\[tensorboard\]'"):
+        MetricsLogger(tmp_path / "run", ["jsonl", "tensorboard"])
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 def test_imports_stay_light():
     code = ("import sys, textebm.eval.report, textebm.eval.plots, textebm.cli.plot, textebm.metrics_log; "
             "heavy = [m for m in ('matplotlib', 'torch', 'numpy') if m in sys.modules]; assert not heavy, heavy")

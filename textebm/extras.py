@@ -15,7 +15,7 @@ EXTRA_OF = {
     "PIL": "images", "sklearn": "images",
     "matplotlib": "plots",
     "torch.utils.tensorboard": "tensorboard", "tensorboard": "tensorboard",
-    "hypothesis": "test", "scipy": "test",
+    "hypothesis": "test",
 }
 
 
@@ -28,7 +28,9 @@ def require(module: str, what: str = "", extra: str | None = None):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        top = module.split(".")[0]
+        # name the library that is missing: torch.utils.tensorboard fails because tensorboard is absent
+        missing = getattr(e, "name", None) or module
+        top = missing.split(".")[0] if missing.split(".")[0] in EXTRA_OF else module.split(".")[0]
         extra = extra or EXTRA_OF.get(module) or EXTRA_OF.get(top, "all")
         need = f"{what} needs " if what else ""
         raise MissingExtraError(f"{need}{top}, which is not installed ({e}); install it with "

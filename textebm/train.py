@@ -566,7 +566,7 @@ def _report_lines(summary: dict) -> List[str]:
     if "valid_mi" in end:
         d = summary.get("latent_dim")
         lines.append(f"latent usage at the end: mutual information {_num(end['valid_mi'])} nats, active units "
-                     f"{end['valid_active_units']}" + (f" of {d}" if d else "") + f", shuffled-latent gap "
+                     f"{_num(end['valid_active_units'], 0)}" + (f" of {d}" if d else "") + f", shuffled-latent gap "
                      f"{_num(end['valid_shuffle_gap'])} nats/sentence, KL {_num(end['valid_kl'])} nats/sentence, "
                      f"reconstruction token accuracy {_num(end['valid_recon_token_acc'], 3)}")
     return lines
