@@ -233,12 +233,39 @@ def test_plot_command_on_a_training_run(tiny_run, tmp_path, capsys):
     args = parser.parse_args(["plot", str(tiny_run), "--out", str(out)])
     assert plot_cli.run(args) == 0
     written = capsys.readouterr().err.split()
-    # the tiny run logs every training step and validates at steps 0 and 20
-    required = {"decoder_nll", "prior_loss", "f_gap", "grad_norms", "validation"}
+    # the tiny run logs every training step and validates at steps 0 and 20; its prior chain's energy profile
+    required = {"decoder_nll", "prior_loss", "f_gap", "grad_norms", "validation", "energy_profile"}
     names = {p.stem for p in out.iterdir()}
-    assert required <= names <= {spec.name for spec in plots.FIGURES}
+    assert required <= names <= {spec.name for spec in plots.FIGURES} | {"energy_profile"}
+    assert png_size(out / "energy_profile.png") == (W, H)
     assert sorted(written) == sorted(str(out / f"{n}.png") for n in names)
     assert png_size(out / "decoder_nll.png") == (2 * W, H)  # per sentence and per token
     assert png_size(out / "validation.png") == (2 * W, H)
     for n in names:
         png_size(out / f"{n}.png")
+
+
+@needs_plots
+def test_the_energy_profile_is_the_prior_chain_of_the_run(tiny_run, tmp_path, monkeypatch):
+    """What is drawn is the trace of the run's own prior chain (its recipe's sampler), K + 1 values; no chain
+    for a Gaussian prior, and --chain-steps 0 draws none."""
+    from textebm.runs import load_model
+
+    drawn = {}
+    real = plots.plot_chain
+    monkeypatch.setattr(plots, "plot_chain", lambda trace, path, title=None: drawn.update(trace=trace) or
+                        real(trace, path, title))
+    path, why = plots.plot_prior_chain(tiny_run, tmp_path, steps=30, n_chains=16, seed=3)
+    assert path == tmp_path / "energy_profile.png" and why is None and len(drawn["trace"]) == 31
+    model = load_model(tiny_run)
+    ref = model.sample_prior(16, n_steps=30, generator=torch.Generator().manual_seed(3), trace=True,
+                             return_samples=True)
+    assert drawn["trace"] == pytest.approx(ref.trace, rel=1e-6)
+    monkeypatch.setattr(type(model.prior), "kind", "gaussian")
+    assert plots.plot_prior_chain(tiny_run, tmp_path / "g")[0] is None
+    parser = argparse.ArgumentParser()
+    plot_cli.add_parser(parser.add_subparsers(dest="command"))
+    assert plot_cli.run(parser.parse_args(["plot", str(tiny_run), "--out", str(tmp_path / "none"),
+                                           "--chain-steps", "0"])) == 0
+    assert not (tmp_path / "none" / "energy_profile.png").exists()
+

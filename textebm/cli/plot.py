@@ -1,7 +1,7 @@
 """``textebm plot RUN``: the training curves and latent diagnostics of a run, from its metrics.jsonl, as PNGs."""
 from __future__ import annotations
 
-from .common import log
+from .common import int_in, log
 
 
 def add_parser(sub) -> None:
@@ -9,6 +9,9 @@ def add_parser(sub) -> None:
                                     "as PNGs")
     p.add_argument("run", help="run directory (the one holding metrics.jsonl)")
     p.add_argument("--out", default=None, metavar="DIR", help="directory for the PNGs (default RUN/plots)")
+    p.add_argument("--chain-steps", type=int_in(0, 10 ** 5), default=200,
+                   help="also draw the energy profile of the run's prior chain over this many steps "
+                        "(energy_profile.png; default 200, 0 = none)")
 
 
 def run(args) -> int:
@@ -18,5 +21,10 @@ def run(args) -> int:
     for path in paths:
         log(str(path))
     if not paths:
-        log(f"no known metric with data in {args.run}: nothing drawn")
+        log(f"no known metric with data in {args.run}: no curves drawn")
+    if args.chain_steps:
+        from ..eval.plots import plot_prior_chain
+
+        path, why = plot_prior_chain(args.run, args.out, steps=args.chain_steps)
+        log(str(path) if path is not None else why)
     return 0

@@ -223,3 +223,28 @@ def plot_run(run_dir, out_dir=None) -> List[Path]:
             ax.legend(fontsize="small")
         written.append(_save(fig, out_dir / f"{spec.name}.png"))
     return written
+
+
+def plot_prior_chain(run, out_dir=None, steps: int = 200, n_chains: int = 64, seed: int = 0):
+    """The energy profile of the run's prior chain: ``n_chains`` chains of ``steps`` steps of the recipe's prior
+    sampler and step size from p0, their mean log p_alpha(z) (unnormalized) at every step, drawn by
+    :func:`plot_chain` into ``out_dir/energy_profile.png`` (default ``RUN/plots``). Returns (path or None, why):
+    None for a Gaussian prior (exact draws, no chain) or a run with no model yet."""
+    import torch
+
+    from ..runs import is_saved_model, list_checkpoints, load_model
+
+    run = Path(run)
+    if not (run.is_file() or is_saved_model(run) or list_checkpoints(run)):
+        return None, f"{run} holds no model yet: no prior chain drawn"
+    model = load_model(run)
+    if model.prior.kind != "ebm":
+        return None, "the Gaussian prior is sampled exactly: no chain to draw"
+    gen = torch.Generator().manual_seed(seed)
+    out = model.sample_prior(n_chains, n_steps=steps, generator=gen, trace=True, return_samples=True)
+    name = (run.parent if run.is_file() else run).resolve().name
+    out_dir = Path(out_dir) if out_dir is not None else (run.parent if run.is_file() else run) / "plots"
+    path = plot_chain(out.trace, out_dir / "energy_profile.png",
+                      title=f"prior chain of {name}: {n_chains} chains, {steps} steps, seed {seed}")
+    return path, None
+
