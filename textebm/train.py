@@ -196,12 +196,7 @@ class Trainer:
             raise FileExistsError(f"{self.run_dir} is not empty; resume the run there, choose another directory, "
                                   f"or pass overwrite=True (--overwrite) to replace it")
         # nothing is written before the data and the model are set up: a run that fails to start touches nothing
-        tokenizer = None
-        if ckpt is not None and r.data.kind == "text":
-            from .data import load_tokenizer
-
-            tokenizer = load_tokenizer(self.run_dir)
-        self.data = build_data(r, self.dist.rank, self.dist.world_size, tokenizer)
+        self.data = build_data(r, self.dist.rank, self.dist.world_size, self.run_dir if ckpt is not None else None)
         self._setup_model()
         if ckpt is not None:
             self._restore(ckpt, path)
@@ -430,7 +425,7 @@ class Trainer:
             names = list(sums)
             out = self.data.summarize(dict(zip(names, torch.stack([sums[k].to(self.device) for k in names])
                                                    .tolist())))
-            if batches and self.data.kind == "text":
+            if batches and self.data.latent_diagnostics:
                 from .eval.latent import latent_diagnostics
 
                 diag = latent_diagnostics(model, batches, n_chains=t.latent_chains, seed=VALID_SEED)
@@ -452,70 +447,100 @@ class Trainer:
 
     def run(self) -> dict:
         """Train to ``train.steps`` (or until SIGINT / SIGTERM), validating, logging and checkpointing on the way."""
-        r, t = self.recipe, self.recipe.train
-        main = self.dist.is_main
-        if self.dist.enabled and r.sampling.on_nan == "skip":
+        t, main = self.recipe.train, self.dist.is_main
+        if self.dist.enabled and self.recipe.sampling.on_nan == "skip":
             raise ValueError("sampling.on_nan=skip is not supported with several processes (ranks would disagree "
                              "on which batches to skip); use on_nan=raise")
         if main:
-            n = sum(p.numel() for p in self.model.parameters())
-            log(f"run directory: {self.run_dir}  device: {self.device}  data: {json.dumps(self.data.stats)}")
-            log(f"model: {n:,} parameters (prior {sum(p.numel() for p in self.model.prior.parameters()):,}, "
-                f"{self.model.prior.kind})" + (f"  ranks: {self.dist.world_size}" if self.dist.enabled else ""))
-        summary: dict = {}
-        if self.step > 0 and main:  # resumed: the run's first validation is in its metrics file
-            first = first_record_with(self.run_dir, "valid_recon_nll") or {}
-            summary.update({f"{k}_start": v for k, v in first.items() if k.startswith("valid_")})
+            self._announce()
+        summary = self._resumed_summary()
+        with self._stop_on_signals(), MetricsLogger(self.run_dir, t.report_to, enabled=main) as metrics, \
+                self._progress_bar() as bar:
+            if self.step == 0 and main:
+                self._validate(metrics, summary, bar)
+            while self.step < t.steps and self.stop_signal is None:
+                stats = self._update(self.data.next(), metrics)
+                if stats is None:  # a skipped batch (sampling.on_nan: skip)
+                    continue
+                self.step += 1
+                if self.step == t.pretrain_steps and t.pretrain_reset:
+                    self.reset_decoder()
+                if bar is not None:
+                    bar.update(1)
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    metrics.log({"step": self.step, **stats})
+                    if bar is not None:
+                        bar.set_postfix(nll=f"{float(stats['dec_nll']):.2f}")
+                if main and (self.step % t.eval_every == 0 or self.step == t.steps):
+                    self._validate(metrics, summary, bar)
+                if main and self.step % t.save_every == 0:
+                    self.save_checkpoint()
+        self._finish(summary)
+        return summary
+
+    def _announce(self) -> None:
+        n = sum(p.numel() for p in self.model.parameters())
+        log(f"run directory: {self.run_dir}  device: {self.device}  data: {json.dumps(self.data.stats)}")
+        log(f"model: {n:,} parameters (prior {sum(p.numel() for p in self.model.prior.parameters()):,}, "
+            f"{self.model.prior.kind})" + (f"  ranks: {self.dist.world_size}" if self.dist.enabled else ""))
+
+    def _resumed_summary(self) -> dict:
+        """The summary's start values: a resumed run's first validation is in its metrics file."""
+        if self.step == 0 or not self.dist.is_main:
+            return {}
+        first = first_record_with(self.run_dir, "valid_recon_nll") or {}
+        return {f"{k}_start": v for k, v in first.items() if k.startswith("valid_")}
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self):
+        """SIGINT / SIGTERM finish the step, write a checkpoint and stop (see :meth:`_handle_signal`)."""
         handlers = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 handlers[sig] = signal.signal(sig, self._handle_signal)
             except ValueError:  # not the main thread
                 pass
-        bar = None
         try:
-            with MetricsLogger(self.run_dir, t.report_to, enabled=main) as metrics:
-                def validate():
-                    ev = self.evaluate(t.eval_batches)
-                    metrics.log({"step": self.step, **ev})
-                    for k, v in ev.items():  # valid_<metric>_start (the first validation) and _end (the last)
-                        summary.setdefault(f"{k}_start", v)
-                        summary[f"{k}_end"] = v
-                    (bar.write if bar is not None else log)(f"step {self.step}: {_validation_line(ev)}")
+            yield
+        finally:
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
 
-                if self.step == 0 and main:
-                    validate()
-                bar = progress(t.steps, "train", self.progress, initial=self.step)
-                while self.step < t.steps and self.stop_signal is None:
-                    batch = self.data.next()
-                    try:
-                        stats = self.train_step(batch)
-                    except SamplerDivergedError as e:
-                        if r.sampling.on_nan != "skip":
-                            raise
-                        self.nan_skips += 1
-                        self.step_scale *= 0.5
-                        log(f"step {self.step}: {e} -- skipped the batch; step sizes halved (x{self.step_scale:g})")
-                        metrics.log({"step": self.step, "nan_skip": self.nan_skips, "sampler": e.sampler})
-                        continue
-                    self.step += 1
-                    if self.step == t.pretrain_steps and t.pretrain_reset:
-                        self.reset_decoder()
-                    if bar is not None:
-                        bar.update(1)
-                    if self.step % t.log_every == 0 or self.step == t.steps:
-                        metrics.log({"step": self.step, **stats})
-                        if bar is not None:
-                            bar.set_postfix(nll=f"{float(stats['dec_nll']):.2f}")
-                    if main and (self.step % t.eval_every == 0 or self.step == t.steps):
-                        validate()
-                    if main and self.step % t.save_every == 0:
-                        self.save_checkpoint()
+    @contextlib.contextmanager
+    def _progress_bar(self):
+        bar = progress(self.recipe.train.steps, "train", self.progress, initial=self.step)
+        try:
+            yield bar
         finally:
             if bar is not None:
                 bar.close()
-            for sig, h in handlers.items():
-                signal.signal(sig, h)
+
+    def _validate(self, metrics, summary: dict, bar) -> None:
+        """Validate, log the record, and keep the first (``_start``) and latest (``_end``) values in ``summary``."""
+        ev = self.evaluate(self.recipe.train.eval_batches)
+        metrics.log({"step": self.step, **ev})
+        for k, v in ev.items():
+            summary.setdefault(f"{k}_start", v)
+            summary[f"{k}_end"] = v
+        (bar.write if bar is not None else log)(f"step {self.step}: {_validation_line(ev)}")
+
+    def _update(self, batch, metrics) -> Optional[dict]:
+        """One training step; with ``sampling.on_nan: skip`` a diverged chain skips the batch and halves the
+        step sizes (None), otherwise it stops the run."""
+        try:
+            return self.train_step(batch)
+        except SamplerDivergedError as e:
+            if self.recipe.sampling.on_nan != "skip":
+                raise
+            self.nan_skips += 1
+            self.step_scale *= 0.5
+            log(f"step {self.step}: {e} -- skipped the batch; step sizes halved (x{self.step_scale:g})")
+            metrics.log({"step": self.step, "nan_skip": self.nan_skips, "sampler": e.sampler})
+            return None
+
+    def _finish(self, summary: dict) -> None:
+        """The last checkpoint; for a finished run the saved model and the data module's end products."""
+        t, main = self.recipe.train, self.dist.is_main
         if self.dist.enabled:
             summary["max_parameter_difference_across_ranks"] = diff = self.dist.max_difference(
                 [self.model, self.objective])
@@ -526,14 +551,12 @@ class Trainer:
             if self.step >= t.steps:
                 self.model.save_pretrained(self.run_dir)
                 gen = torch.Generator(device=self.device)
-                gen.manual_seed(r.seed)
+                gen.manual_seed(self.recipe.seed)
                 self.data.finish(self.model, self.run_dir, gen)
         self.dist.barrier()
         summary.update(step=self.step, stopped_early=self.step < t.steps, nan_skips=self.nan_skips,
                        interrupted_by=self.stop_signal, latent_dim=self.model.latent_dim)
         summary["report_lines"] = _report_lines(summary)
-        return summary
-
 
 def _validation_line(ev: dict) -> str:
     """One line of validation numbers for the log."""

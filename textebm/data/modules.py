@@ -1,6 +1,6 @@
 """Data modules: what the training loop needs from a modality, behind one small interface.
 
-    data = build_data(recipe, rank, world_size, tokenizer=None)   # TextData or ImageData
+    data = build_data(recipe, rank, world_size, run_dir=None)     # TextData or ImageData (run_dir: resuming)
     data.next() -> Batch(x, index)        the endless training stream (resumable: state_dict / load_state_dict)
     data.validation(max_batches)          an iterator of validation batches x (a fixed, seeded subset)
     data.n_train                          training examples (the size of per-example chain stores)
@@ -10,6 +10,7 @@
     data.summarize(sums)                  those sums as the validation metrics of ``metrics.jsonl``
     data.save(run_dir), data.finish(...)  what a run directory keeps (the tokenizer; image grids)
     data.stats, data.tokenizer, data.kind
+    data.latent_diagnostics               whether the latent diagnostics apply (greedy decoding of tokens)
 
 so the loop reads the same for text and images.
 """
@@ -34,6 +35,7 @@ class DataModule:
 
     batcher = None
     _valid = None
+    latent_diagnostics = False
 
     def next(self) -> Batch:
         return self.batcher.next_batch()
@@ -57,16 +59,17 @@ class TextData(DataModule):
 
     kind = "text"
     unit = "token"
+    latent_diagnostics = True
 
-    def __init__(self, recipe, rank: int = 0, world_size: int = 1, tokenizer=None):
+    def __init__(self, recipe, rank: int = 0, world_size: int = 1, run_dir=None):
         from .registry import load_corpus
-        from .tokenizers import build_tokenizer, encode_sentences
+        from .tokenizers import build_tokenizer, encode_sentences, load_tokenizer
 
         r, d = recipe, recipe.data
         corpus = load_corpus(d.corpus, data_dir=d.data_dir, **d.options)
         prep = (lambda xs: [s.lower() for s in xs]) if d.lowercase else list
         train, valid = prep(corpus.train), prep(corpus.valid)
-        self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(r, train)
+        self.tokenizer = load_tokenizer(run_dir) if run_dir is not None else build_tokenizer(r, train)
         self.train_ids, tstats = encode_sentences(train, self.tokenizer, d.max_len, d.length_policy)
         self.valid_ids, vstats = encode_sentences(valid, self.tokenizer, d.max_len, d.length_policy)
         if not self.train_ids:
@@ -130,7 +133,7 @@ class ImageData(DataModule):
     unit = "dim"
     tokenizer = None
 
-    def __init__(self, recipe, rank: int = 0, world_size: int = 1, tokenizer=None):
+    def __init__(self, recipe, rank: int = 0, world_size: int = 1, run_dir=None):
         from .images import ImageBatcher, held_out_class_split, load_images
 
         r, d = recipe, recipe.data
@@ -187,7 +190,8 @@ class ImageData(DataModule):
         _log("image grids: " + ", ".join(paths.values()))
 
 
-def build_data(recipe, rank: int = 0, world_size: int = 1, tokenizer=None):
-    """The data module of ``recipe.data.kind`` (``text`` or ``image``)."""
+def build_data(recipe, rank: int = 0, world_size: int = 1, run_dir=None):
+    """The data module of ``recipe.data.kind`` (``text`` or ``image``); ``run_dir``: the run being resumed, whose
+    own tokenizer a text run keeps."""
     cls = ImageData if recipe.data.kind == "image" else TextData
-    return cls(recipe, rank=rank, world_size=world_size, tokenizer=tokenizer)
+    return cls(recipe, rank=rank, world_size=world_size, run_dir=run_dir)
