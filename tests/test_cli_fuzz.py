@@ -28,6 +28,7 @@ from textebm.config import Recipe, dump_recipe  # noqa: E402
 from conftest import ROOT, tiny_recipe  # noqa: E402
 
 N_CASES = int(os.environ.get("TEXTEBM_FUZZ_CASES", "500"))
+SEED = os.environ.get("TEXTEBM_FUZZ_SEED")  # set: explore other cases than CI's fixed ones
 
 
 class _Hostile:
@@ -125,8 +126,12 @@ def recipe_file(draw, w):
     else:
         data = yaml.safe_load(dump_recipe(Recipe())) if draw(st.booleans()) else dict(w["recipe"])
         data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-        data["train"] = {**data["train"], "steps": 1}
+        # the default recipe's sizes would make one valid case train for half a minute: small ones, then mutations
+        data["train"] = {**data["train"], "steps": 1, "eval_batches": 1, "latent_batches": 1, "latent_chains": 3}
         data["data"] = {**data["data"], "corpus": str(w["corpus"])}
+        data["model"] = {**data["model"], "latent_dim": 2, "embed_dim": 8, "hidden_dim": 8}
+        data["prior"] = {**data["prior"], "hidden": 8}
+        data["sampling"] = {**data["sampling"], "prior_steps": 2, "posterior_steps": 2}
         for item in draw(st.lists(override(), max_size=3)):
             k, v = item.split("=", 1)
             parts = k.split(".")
@@ -142,11 +147,54 @@ def recipe_file(draw, w):
     return str(path)
 
 
+# values that a hostile or damaged file may hold where a genuine one holds a number, a string or a mapping
+JSON_VALUE = st.one_of(st.integers(-10 ** 12, 10 ** 12), st.sampled_from([-1, 0, 1, 2, 10 ** 9, 2 ** 63, 99999]),
+                       st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6), st.none(),
+                       st.booleans(), st.lists(st.integers(-3, 3), max_size=2), st.just({}), st.just({"x": 1}))
+
+
+@st.composite
+def mutated_config(draw, w):
+    """A copy of the saved model whose config.json has one value (top level, prior or decoder) replaced."""
+    import json
+
+    d = w["runs"] / f"saved-{draw(st.integers(0, 10 ** 9))}"
+    if d.exists():
+        shutil.rmtree(d)
+    shutil.copytree(w["saved"], d)
+    cfg = json.loads((d / "config.json").read_text())
+    part = draw(st.sampled_from(["prior", "decoder", "top"]))
+    node = cfg if part == "top" else cfg[part]
+    key = draw(st.sampled_from(sorted(k for k in node if k != "recipe") + ["bogus"]))
+    node[key] = draw(JSON_VALUE)
+    (d / "config.json").write_text(json.dumps(cfg))
+    return str(d)
+
+
+@st.composite
+def mutated_run(draw, w):
+    """A copy of the trained run whose newest checkpoint has one top-level entry replaced or removed."""
+    d = w["runs"] / f"run-{draw(st.integers(0, 10 ** 9))}"
+    if d.exists():
+        shutil.rmtree(d)
+    shutil.copytree(w["run"], d)
+    path = sorted((d / "checkpoints").glob("*.pt"))[-1]
+    ck = torch.load(path, weights_only=True)
+    key = draw(st.sampled_from(sorted(ck)))
+    if draw(st.integers(0, 4)) == 0:
+        del ck[key]
+    else:
+        ck[key] = draw(st.one_of(JSON_VALUE, st.just(torch.zeros(3)), st.just([torch.ones(2)])))
+    torch.save(ck, path)
+    return str(d)
+
+
 @st.composite
 def model_path(draw, w):
     """What sample / eval / chain are pointed at."""
     kind = draw(st.sampled_from(["run", "run", "run", "saved", "saved", "good.pt", "good.pt", "list.pt",
-                                 "badkeys.pt", "hostile.pt", "bytes.bin", "empty_dir", "missing", "bad-config"]))
+                                 "badkeys.pt", "hostile.pt", "bytes.bin", "empty_dir", "missing", "bad-config",
+                                 "mutated-config", "mutated-config", "mutated-run"]))
     if kind == "run":
         return str(w["run"])
     if kind == "saved":
@@ -159,7 +207,16 @@ def model_path(draw, w):
             shutil.copytree(w["saved"], d)
         (d / "config.json").write_text(draw(st.sampled_from(["[1, 2]", "{}", "null", "{\"prior\": {}}", "x"])))
         return str(d)
+    if kind == "mutated-config":
+        return draw(mutated_config(w))
+    if kind == "mutated-run":
+        return draw(mutated_run(w))
     return str(w["inputs"] / kind)
+
+
+def protected(w, name):
+    """A file of the saved model in inputs/: an output flag pointed at it must be refused."""
+    return str(w["saved"] / name)
 
 
 def _options(draw, spec):
@@ -182,7 +239,9 @@ def argv(draw, w):
     if cmd == "train":
         args = ["train"]
         if draw(st.integers(0, 4)) == 0:
-            args += ["--resume", draw(st.sampled_from([str(w["run"]), str(w["inputs"] / "empty_dir"), out_dir]))]
+            target = draw(st.sampled_from(["run", "empty", "out", "mutated", "mutated"]))
+            args += ["--resume", draw(mutated_run(w)) if target == "mutated" else
+                     {"run": str(w["run"]), "empty": str(w["inputs"] / "empty_dir"), "out": out_dir}[target]]
         else:
             args += [draw(recipe_file(w)), "--out", out_dir]
         for item in draw(st.lists(override(), max_size=2)):
@@ -195,30 +254,35 @@ def argv(draw, w):
             ("-n", ["1", "3"]), ("--steps", ["0", "2"]), ("--step-size", ["0.1", "1"]),
             ("--temperature", ["0.5", "2"]), ("--greedy", None), ("--top-k", ["0", "3"]),
             ("--top-p", ["0.5", "1"]), ("--max-len", ["1", "5"]), ("--batch-size", ["1", "2"]),
-            ("--seed", ["0", "7"]), ("--device", ["cpu", "cuda"])])
+            ("--seed", ["0", "7"]), ("--device", ["cpu", "cuda"]),
+            ("--out", [str(w["runs"] / "grid.png"), protected(w, "config.json")])])
     if cmd == "eval":
         return ["eval", draw(model_path(w)), "--max-sentences", draw(st.sampled_from(["1", "2", "-1", "x"])),
                 "--n-samples", draw(st.sampled_from(["2", "3", "0"])), "-K", "2", "--chains", "2",
-                "--log-z-samples", "64", "--out", str(w["runs"] / "report.json")] + _options(draw, [
+                "--log-z-samples", "64", "--out",
+                draw(st.sampled_from([str(w["runs"] / "report.json")] * 4 + [protected(w, "recipe.yaml")]))
+                ] + _options(draw, [
             ("--fppl", None), ("--rppl", None), ("--nll", None), ("--recon", None), ("--diversity", None),
             ("--order", ["2", "3", "9"]), ("--split", ["valid", "test", "train"]),
             ("--posterior-steps", ["0", "2"]), ("--posterior-step-size", ["0.1"]), ("--inflation", ["1.5"]),
             ("--covariance", ["diag", "full"]), ("--samples", [str(w["inputs"] / "text.txt"),
                                                              str(w["inputs"] / "empty.txt")]),
-            ("--seed", ["1"]), ("--threads", ["1", "0"])])
+            ("--seed", ["1"]), ("--threads", ["1", "0"]),
+            ("--save-samples", [str(w["runs"] / "s.txt"), protected(w, "vocab.json")])])
     if cmd == "chain":
         return ["chain", draw(model_path(w)), "--steps", draw(st.sampled_from(["1", "3", "0"]))] + _options(draw, [
             ("--every", ["1", "2"]), ("--step-size", ["0.1"]), ("--max-len", ["3"]), ("--seed", ["2"]),
-            ("--json", [str(w["runs"] / "chain.json"), "/nonexistent/dir/c.json"]),
-            ("--out", [str(w["runs"] / "chain.png"), "/nonexistent/dir/c.png"])])
+            ("--json", [str(w["runs"] / "chain.json"), "/nonexistent/dir/c.json", protected(w, "config.json")]),
+            ("--out", [str(w["runs"] / "chain.png"), "/nonexistent/dir/c.png", protected(w, "model.safetensors")])])
     if cmd == "ngram":
         sub = draw(st.sampled_from(["train", "train", "ppl", "ppl", "bogus", "--help"]))
         files = [str(w["inputs"] / n) for n in ("text.txt", "text.txt", "empty.txt", "bytes.bin", "missing",
                                                   "empty_dir")]
         if sub == "train":
+            source = draw(st.sampled_from(files))
+            output = draw(st.sampled_from([str(w["runs"] / "m.arpa"), "/nonexistent/m.arpa", "the input"]))
             return ["ngram", "train", "--order", draw(st.sampled_from(["2", "3", "0", "99", "x"])),
-                    "--input", draw(st.sampled_from(files)),
-                    "--output", draw(st.sampled_from([str(w["runs"] / "m.arpa"), "/nonexistent/m.arpa"]))] + \
+                    "--input", source, "--output", source if output == "the input" else output] + \
                 _options(draw, [("--estimator", ["builtin", "auto"])])
         if sub == "ppl":
             models = [str(w["inputs"] / "model.arpa")] * 2 + files
@@ -237,9 +301,10 @@ def test_cli_never_crashes_and_touches_only_run_directories(world, monkeypatch):
     set_hypothesis_home_dir(w["root"] / ".hypothesis")
     monkeypatch.chdir(w["runs"])  # relative output paths (e.g. --out -1) land in the run area
 
-    @settings(max_examples=N_CASES, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=N_CASES, deadline=None, derandomize=SEED is None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(args=argv(w))
+    @hypothesis.seed(int(SEED or 0))
     def check(args):
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

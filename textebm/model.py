@@ -170,12 +170,12 @@ class LatentEBMModel(nn.Module):
         cfg = read_json(path)
         names = {c.__name__: key for key, c in DECODERS.items()}
         if not isinstance(cfg.get("prior"), dict) or not isinstance(cfg.get("decoder"), dict) \
-                or cfg.get("decoder_class") not in names:
+                or not isinstance(cfg.get("decoder_class"), str) or cfg["decoder_class"] not in names:
             raise ValueError(f"{path} is not a textebm model config: expected the keys prior and decoder (mappings) "
                              f"and decoder_class (one of {sorted(names)})")
         try:
             recipe = from_dict(Recipe, cfg["recipe"]) if cfg.get("recipe") else None
-        except ConfigError as e:
+        except (ConfigError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"{path}: the recipe in it is invalid ({e})") from None
         tokenizer = None
         try:
@@ -186,17 +186,60 @@ class LatentEBMModel(nn.Module):
             weights = load_file(str(directory / WEIGHTS))
         except Exception as e:  # safetensors raises its own error types for truncated files
             raise ValueError(f"could not read weights {directory / WEIGHTS}: {e}") from None
+        from .prior import PRIORS
+
+        prior_cls = PRIORS.get(cfg["prior"].get("kind", "ebm"))
+        if prior_cls is None:
+            raise ValueError(f"{path} (prior): unknown kind {cfg['prior'].get('kind')!r}; one of {sorted(PRIORS)}")
+        _check_types(prior_cls.__init__, {k: v for k, v in cfg["prior"].items() if k != "kind"}, f"{path} (prior)")
+        _check_types(DECODERS[names[cfg["decoder_class"]]].__init__, cfg["decoder"], f"{path} (decoder)")
         for part in ("prior", "decoder"):
             _check_sizes(cfg[part], f"{path} ({part})", weights)
         try:
             prior = build_prior(**cfg["prior"])
             decoder = build_decoder(names[cfg["decoder_class"]], **cfg["decoder"])
-        except (TypeError, ValueError, RuntimeError, OverflowError, IndexError, KeyError) as e:
+        except Exception as e:  # whatever a module makes of a value it cannot use: the file is at fault
             msg = " ".join(str(e).split())[:300]
             raise ValueError(f"{path} describes a model that cannot be built: {type(e).__name__}: {msg}") from None
         model = cls(prior, decoder, tokenizer, recipe)
         load_state(model, weights, f"weights {directory / WEIGHTS}")
         return model.to(device)
+
+
+def _check_types(init, values: dict, where: str) -> None:
+    """Each value of a config part against the annotation of its constructor argument (int, finite float, str,
+    bool, optionally None); unknown keys are errors. What cannot be checked this way (mappings) is left to the
+    constructor."""
+    import inspect
+    import math
+    import typing
+
+    hints = typing.get_type_hints(init)
+    params = inspect.signature(init).parameters
+    for key, value in values.items():
+        if key not in params or key == "self":
+            raise ValueError(f"{where}: unknown key {key!r}")
+        hint = hints.get(key)
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        base = next((a for a in args if a is not type(None)), hint) if args else hint
+        if value is None:
+            if optional or params[key].default is None:
+                continue
+            raise ValueError(f"{where}: {key} may not be null")
+        if base is bool:
+            ok = isinstance(value, bool)
+        elif base is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif base is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif base is str:
+            ok = isinstance(value, str)
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{where}: {key} must be {'a finite number' if base is float else base.__name__}, "
+                             f"got {value!r}"[:300])
 
 
 def _check_sizes(cfg: dict, where: str, weights: dict) -> None:
