@@ -159,6 +159,18 @@ def test_save_load_round_trip_gives_identical_samples(tiny_run, tmp_path):
     assert a == b and all(isinstance(s, str) for s in a)
 
 
+def test_saved_files_get_the_usual_permissions(tiny_run, tmp_path):
+    """A shared run directory stays readable: every file the model writes has the umask's permissions (the
+    safetensors writer alone creates 0600 files)."""
+    import os
+
+    LatentEBMModel.from_pretrained(tiny_run).save_pretrained(tmp_path / "copy")
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in (tmp_path / "copy").iterdir():
+        assert p.stat().st_mode & 0o777 == 0o666 & ~mask, p.name
+
+
 def test_latent_size_mismatch_is_reported():
     dec = LSTMDecoder(10, 8)
     with pytest.raises(ValueError, match="latent_dim 8 but the prior has latent_dim 4"):

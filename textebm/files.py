@@ -38,14 +38,22 @@ def load_state(module, state, what: str) -> None:
         raise FileFormatError(f"{what} does not fit the model its recipe builds ({msg[:300]})") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write: Callable[[Path], None]) -> Path:
     """``write(tmp)`` into a temporary file beside ``path``, then rename it into place: a crash never leaves a
-    half-written file. Parent directories are created; the temporary file is removed if ``write`` fails."""
+    half-written file. Parent directories are created; the temporary file is removed if ``write`` fails. The file
+    gets the permissions a plain ``open`` would give it (some writers create private 0600 files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
