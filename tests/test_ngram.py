@@ -397,6 +397,10 @@ def test_ppl_text_errors(tmp_path):
     with pytest.raises(ValueError, match="not UTF-8: .*latin1.txt") as info:
         ngram_main(["ppl", str(arpa), str(latin1)])
     assert len(str(info.value).splitlines()) == 1
+    out = tmp_path / "latin1.arpa"  # training takes the same text as scoring does
+    with pytest.raises(ValueError, match="training text is not UTF-8: .*latin1.txt"):
+        ngram_main(["train", "--order", "2", "--input", str(latin1), "--output", str(out), "--estimator", "builtin"])
+    assert not out.exists()
 
 
 def test_train_errors(tmp_path):

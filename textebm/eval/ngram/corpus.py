@@ -65,6 +65,10 @@ def read_training_bytes(source: SentencesOrPath) -> tuple[bytes, str]:
         path = require_file(source, "training text")
         data = path.read_bytes()
         name = str(path)
+        try:  # the n-gram model is scored on UTF-8 text (perplexity); so is it trained
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"training text is not UTF-8: {path} (byte offset {exc.start})") from None
         if data and not data.endswith(b"\n"):
             data += b"\n"
     return data, name
