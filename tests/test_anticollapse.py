@@ -22,6 +22,14 @@ def test_schedules_run_from_start_to_end():
     assert Schedule(start=0.3).values(3) == [0.3, 0.3, 0.3]
 
 
+@pytest.mark.parametrize("bad, words", [(float("nan"), "finite"), (0.0, "> 0"), (-1.0, "> 0"),
+                                        (1e20, "at most 1e+18")])
+def test_a_step_size_no_chain_can_take_is_refused_before_it_starts(bad, words):
+    """1e20 is finite, but s^2 / 2 overflows a float32 state: refused up front, not a RuntimeError mid-chain."""
+    with pytest.raises(ValueError, match=words):
+        run_chain(Langevin(), lambda z: -0.5 * z.pow(2).sum(-1), torch.zeros(2, 1), 3, bad)
+
+
 def test_a_chain_takes_the_scheduled_steps():
     """Noise-free Langevin on log pi = -z^2 / 2: z_K = z_0 prod_k (1 - s_k^2 / 2), exactly."""
     z0 = torch.tensor([[2.0], [-1.0]])

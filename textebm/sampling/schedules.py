@@ -63,6 +63,9 @@ class Schedule:
 ScheduleLike = Union[float, int, Sequence[float], Schedule, Callable[[int], float]]
 
 
+MAX_VALUE = 1e18  # the largest step size or noise scale a chain takes (float32 holds s^2 / 2 up to s ~ 2.6e19)
+
+
 def resolve(schedule: ScheduleLike, n_steps: int, name: str = "step_size", positive: bool = True) -> List[float]:
     """K = ``n_steps`` floats from any accepted form; each must be finite (and > 0 when ``positive``, else >= 0)."""
     if isinstance(schedule, Schedule):
@@ -79,6 +82,8 @@ def resolve(schedule: ScheduleLike, n_steps: int, name: str = "step_size", posit
         if not math.isfinite(v) or (v <= 0 if positive else v < 0):
             need = "> 0" if positive else ">= 0"
             raise ValueError(f"{name} must be finite and {need}; step {k} has {v}")
+        if v > MAX_VALUE:  # s^2 / 2 of a Langevin step would not fit a float32 state
+            raise ValueError(f"{name} must be at most {MAX_VALUE:g}; step {k} has {v:g}")
     return vals
 
 
