@@ -23,7 +23,7 @@ def test_schedules_run_from_start_to_end():
 
 
 @pytest.mark.parametrize("bad, words", [(float("nan"), "finite"), (0.0, "> 0"), (-1.0, "> 0"),
-                                        (1e20, "at most 1e+18")])
+                                        (1e20, r"at most 1e\+18")])
 def test_a_step_size_no_chain_can_take_is_refused_before_it_starts(bad, words):
     """1e20 is finite, but s^2 / 2 overflows a float32 state: refused up front, not a RuntimeError mid-chain."""
     with pytest.raises(ValueError, match=words):
