@@ -18,8 +18,9 @@ SCRIPT = ROOT / "bench" / "gpu_check.sh"
 sys.path.insert(0, str(ROOT / "bench"))
 import gpu_summary  # noqa: E402
 
-STEPS = ["tests", "quickstart", "sample", "eval"] + [
-    f"iter-{p}-{m}" for p in ("ptb", "snli", "yahoo") for m in ("eager", "captured", "bf16")] + ["generation"]
+MODES = ("eager", "captured", "bf16")
+STEPS = (["tests"] + [f"iter-ptb-{m}" for m in MODES] + ["quickstart", "sample", "eval"]
+         + [f"iter-{p}-{m}" for p in ("snli", "yahoo") for m in MODES] + ["generation"])
 
 
 def _commands():
