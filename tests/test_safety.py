@@ -320,6 +320,10 @@ def test_resume_refuses_changes_it_cannot_honour(tmp_path, capsys, recipe_file):
     assert_error(capsys, ["train", "--resume", str(run), "--set", "model.hidden_dim=100"],
                  "model.hidden_dim cannot change")
     assert_error(capsys, ["train", "--resume", str(run), "--out", str(tmp_path / "x")], "--resume")
+    recipe_before = (run / "recipe.yaml").read_text()
+    assert_error(capsys, ["train", "--resume", str(run), "--set", "train.steps=1"], "train.steps=1", "4 steps",
+                 logs=True)
+    assert (run / "recipe.yaml").read_text() == recipe_before
     code, err = run_main(capsys, "train", "--resume", str(run), "--set", "train.steps=6", "--no-progress")
     assert code == 0, err
     assert max(int(c.stem.split("-")[1]) for c in list_checkpoints(run)) == 6

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Recipe, dump_recipe, to_dict
+from .config import ConfigError, Recipe, dump_recipe, to_dict
 from .data.batching import Batch
 from .data.modules import build_data
 from .distributed import Distributed
@@ -200,6 +200,9 @@ class Trainer:
         self._setup_model()
         if ckpt is not None:
             self._restore(ckpt, path)
+            if self.step > t.steps:  # before anything is written: recipe.yaml keeps the run's own steps
+                raise ConfigError(f"train.steps={t.steps} is below the {self.step} steps {self.run_dir} has done; "
+                                  f"resume with train.steps >= {self.step}")
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if ckpt is None and overwrite and holds_anything(self.run_dir):

@@ -78,7 +78,8 @@ class TextData(DataModule):
             raise ValueError(f"corpus {d.corpus!r}: no validation sentences left after length handling")
         bs = r.train.batch_size
         if len(self.train_ids) < bs:
-            _log(f"warning: corpus {d.corpus!r} has {len(self.train_ids)} training sentence(s), fewer than one "
+            where = f"{d.corpus!r} from {d.data_dir}" if d.data_dir else repr(d.corpus)
+            _log(f"warning: corpus {where} has {len(self.train_ids)} training sentence(s), fewer than one "
                  f"batch (train.batch_size={bs}); every batch repeats them and the model will overfit")
         self.stats = {"corpus": corpus.name, "train_sentences": len(self.train_ids),
                       "valid_sentences": len(self.valid_ids), "vocab_size": len(self.tokenizer),
