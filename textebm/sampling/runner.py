@@ -36,7 +36,8 @@ def draw_noise(sampler, z: torch.Tensor, n_steps: int, generator: Optional[torch
     receives the draws in place, the same numbers without new tensors."""
     count = n_steps - start if count is None else count
     spec = sampler.noise_spec(z)
-    bufs = noise_buffers(sampler, z, count) if out is None else out
+    bufs = out if out is not None else [torch.empty((count, *shape), device=z.device, dtype=z.dtype)
+                                        for _, shape in spec]
     if len(bufs) != len(spec):
         raise ValueError(f"draw_noise: {len(bufs)} buffers for {len(spec)} kinds of noise")
     for (kind, _), buf in zip(spec, bufs):
