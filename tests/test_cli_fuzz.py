@@ -153,15 +153,21 @@ JSON_VALUE = st.one_of(st.integers(-10 ** 12, 10 ** 12), st.sampled_from([-1, 0,
                        st.booleans(), st.lists(st.integers(-3, 3), max_size=2), st.just({}), st.just({"x": 1}))
 
 
+def fresh_copy(draw, source: Path, where: Path, prefix: str) -> Path:
+    """A new copy of ``source`` under ``where`` (an earlier case's copy of the same name is replaced)."""
+    d = where / f"{prefix}-{draw(st.integers(0, 10 ** 9))}"
+    if d.exists():
+        shutil.rmtree(d)
+    shutil.copytree(source, d)
+    return d
+
+
 @st.composite
 def mutated_config(draw, w):
     """A copy of the saved model whose config.json has one value (top level, prior or decoder) replaced."""
     import json
 
-    d = w["runs"] / f"saved-{draw(st.integers(0, 10 ** 9))}"
-    if d.exists():
-        shutil.rmtree(d)
-    shutil.copytree(w["saved"], d)
+    d = fresh_copy(draw, w["saved"], w["runs"], "saved")
     cfg = json.loads((d / "config.json").read_text())
     part = draw(st.sampled_from(["prior", "decoder", "top"]))
     node = cfg if part == "top" else cfg[part]
@@ -174,10 +180,7 @@ def mutated_config(draw, w):
 @st.composite
 def mutated_run(draw, w):
     """A copy of the trained run whose newest checkpoint has one top-level entry replaced or removed."""
-    d = w["runs"] / f"run-{draw(st.integers(0, 10 ** 9))}"
-    if d.exists():
-        shutil.rmtree(d)
-    shutil.copytree(w["run"], d)
+    d = fresh_copy(draw, w["run"], w["runs"], "run")
     path = sorted((d / "checkpoints").glob("*.pt"))[-1]
     ck = torch.load(path, weights_only=True)
     key = draw(st.sampled_from(sorted(ck)))
