@@ -34,7 +34,10 @@ class _TokenLogLikelihood(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, bias, targets, workspace):
-        reuse = workspace is not None and not torch.is_autocast_enabled(h.device.type)  # out= skips autocast
+        # out= skips autocast; under torch.compile a buffer kept across calls or overwritten in place is a side
+        # effect the traced graph cannot hold, so compiled code takes the out-of-place path (the same numbers)
+        compiling = _compiling()
+        reuse = workspace is not None and not torch.is_autocast_enabled(h.device.type) and not compiling
         buf = workspace.get("logits") if reuse else None
         if buf is not None and (buf.shape != (h.shape[0], weight.shape[0]) or buf.dtype != h.dtype
                                 or buf.device != h.device):
@@ -45,7 +48,9 @@ class _TokenLogLikelihood(torch.autograd.Function):
         col = targets.unsqueeze(1)
         logit_y = logits.gather(1, col).squeeze(1).float()
         top, arg = logits.max(1)
-        if logits.dtype == torch.float32:  # softmax in place: each row is read before it is overwritten
+        if compiling:
+            probs = torch.softmax(logits.float(), 1)
+        elif logits.dtype == torch.float32:  # softmax in place: each row is read before it is overwritten
             probs = torch._softmax(logits, 1, False, out=logits)
         else:  # bf16/fp16 logits under autocast: probabilities in float32
             probs = torch.softmax(logits, 1, dtype=torch.float32)
@@ -80,6 +85,11 @@ class _TokenLogLikelihood(torch.autograd.Function):
             gh = torch.addmm(w.index_select(0, targets), probs.to(dt), w, alpha=-1).mul_(g.unsqueeze(1).to(dt))
             gh = gh.to(h.dtype)
         return gh, gw, gb, None, None
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(is_compiling()) if is_compiling is not None else False
 
 
 class TokenSelection(NamedTuple):
