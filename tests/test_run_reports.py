@@ -115,8 +115,8 @@ def test_eval_on_a_corpus_with_its_grammar_reports_the_grammar_verdict_and_the_e
     p = run_cli("train", str(recipe), "--out", str(run), "--no-progress")
     assert p.returncode == 0, p.stderr
     out = tmp_path / "report.json"
-    p = run_cli("eval", str(run), "--nll", "--diversity", "--n-samples", "50", "--importance-samples", "10", "--chains", "4",
-                "--max-sentences", "0", "--no-progress", "--out", str(out))
+    p = run_cli("eval", str(run), "--nll", "--diversity", "--n-samples", "50", "--importance-samples", "10",
+                "--chains", "4", "--max-sentences", "0", "--no-progress", "--out", str(out))
     assert p.returncode == 0, p.stderr
     truth = json.loads(out.read_text())["truth"]
     entropy = -sum(math.log(P[s]) for s in splits["test"]) / len(splits["test"])

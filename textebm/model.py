@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .decoders import DECODERS, build_decoder, rnn_backward_mode, split_log_prob
-from .prior import GaussianPrior, LatentEBMPrior, build_prior
+from .prior import PRIORS, GaussianPrior, LatentEBMPrior, build_prior
 from .sampling import Density, Samples, Schedule, frozen, get_sampler, run_chain
 
 WEIGHTS = "model.safetensors"
@@ -186,8 +186,6 @@ class LatentEBMModel(nn.Module):
             weights = load_file(str(directory / WEIGHTS))
         except Exception as e:  # safetensors raises its own error types for truncated files
             raise ValueError(f"could not read weights {directory / WEIGHTS}: {e}") from None
-        from .prior import PRIORS
-
         prior_cls = PRIORS.get(cfg["prior"].get("kind", "ebm"))
         if prior_cls is None:
             raise ValueError(f"{path} (prior): unknown kind {cfg['prior'].get('kind')!r}; one of {sorted(PRIORS)}")
@@ -279,8 +277,8 @@ def _posterior_density(prior, decoder_log_prob, ctx, z: torch.Tensor, prior_weig
 def chain_settings(recipe, which: str, n_steps: Optional[int] = None, step_size=None, sampler=None) -> dict:
     """The recipe's ``prior`` or ``posterior`` chain as keyword arguments of :func:`textebm.sampling.run_chain`:
     ``sampler`` (built by name from the recipe), ``n_steps``, ``step_size`` (a :class:`Schedule`), ``noise_scale``,
-    ``z_clamp`` and ``check_every`` (the sampler's own, else ``sampling.check_every``); given values override. Without a recipe: Langevin, K0 = 60, s0 = 0.4 (prior) and
-    K1 = 20, s1 = 0.1 (posterior), Pang et al. (2020)."""
+    ``z_clamp`` and ``check_every`` (the sampler's own, else ``sampling.check_every``); given values override.
+    Without a recipe: Langevin, K0 = 60, s0 = 0.4 (prior) and K1 = 20, s1 = 0.1 (posterior), Pang et al. (2020)."""
     if which not in ("prior", "posterior"):
         raise ValueError(f"which must be 'prior' or 'posterior', got {which!r}")
     if recipe is None:

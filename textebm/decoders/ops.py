@@ -87,9 +87,7 @@ class _TokenLogLikelihood(torch.autograd.Function):
         return gh, gw, gb, None, None
 
 
-def _compiling() -> bool:
-    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    return bool(is_compiling()) if is_compiling is not None else False
+_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
 
 
 class TokenSelection(NamedTuple):

@@ -36,8 +36,7 @@ def draw_noise(sampler, z: torch.Tensor, n_steps: int, generator: Optional[torch
     receives the draws in place, the same numbers without new tensors."""
     count = n_steps - start if count is None else count
     spec = sampler.noise_spec(z)
-    bufs = out if out is not None else [torch.empty((count, *shape), device=z.device, dtype=z.dtype)
-                                        for _, shape in spec]
+    bufs = out if out is not None else noise_buffers(sampler, z, count, zero=False)
     if len(bufs) != len(spec):
         raise ValueError(f"draw_noise: {len(bufs)} buffers for {len(spec)} kinds of noise")
     for (kind, _), buf in zip(spec, bufs):
@@ -50,9 +49,11 @@ def draw_noise(sampler, z: torch.Tensor, n_steps: int, generator: Optional[torch
     return bufs
 
 
-def noise_buffers(sampler, z: torch.Tensor, count: int) -> List[torch.Tensor]:
-    """Zero tensors of the shapes :func:`draw_noise` fills for ``count`` steps (nothing is drawn)."""
-    return [torch.zeros((count, *shape), device=z.device, dtype=z.dtype) for _, shape in sampler.noise_spec(z)]
+def noise_buffers(sampler, z: torch.Tensor, count: int, zero: bool = True) -> List[torch.Tensor]:
+    """Tensors of the shapes :func:`draw_noise` fills for ``count`` steps, zeroed unless ``zero=False`` (nothing
+    is drawn)."""
+    new = torch.zeros if zero else torch.empty
+    return [new((count, *shape), device=z.device, dtype=z.dtype) for _, shape in sampler.noise_spec(z)]
 
 
 def noise_block(sampler, z: torch.Tensor, n_steps: int) -> int:
