@@ -14,6 +14,9 @@ from torch import nn
 from textebm.eval import likelihood, ngram, report, text
 from textebm.model import LatentEBMModel
 from textebm.prior import LatentEBMPrior
+from textebm.sampling import POSTERIOR_CHAIN
+
+CHAIN_100 = POSTERIOR_CHAIN.replace(n_steps=100)  # 100 Langevin steps of 0.1: the posterior of these small models
 
 from conftest import assert_one_line_error, run_cli
 
@@ -66,7 +69,7 @@ def test_importance_sampling_matches_the_analytic_marginal(covariance):
     assert abs(est_log_z - log_z) < 4 * se_log_z + 1e-3
     gen = torch.Generator().manual_seed(1)
     res = likelihood.importance_log_likelihood(model, x, log_z, n_importance=1000, generator=gen, n_chains=16,
-                                               n_steps=100, step_size=0.1, covariance=covariance)
+                                               chain=CHAIN_100, covariance=covariance)
     err = res.log_px - truth
     assert abs(float(err.mean())) < 0.03, err
     assert float(err.abs().max()) < 0.2, err
@@ -74,7 +77,7 @@ def test_importance_sampling_matches_the_analytic_marginal(covariance):
     # with the estimated log Z the answer moves by exactly the log Z error
     res2 = likelihood.importance_log_likelihood(model, x, est_log_z, n_importance=1000,
                                                 generator=torch.Generator().manual_seed(1), n_chains=16,
-                                                n_steps=100, step_size=0.1, covariance=covariance)
+                                                chain=CHAIN_100, covariance=covariance)
     assert torch.allclose(res2.log_px - res.log_px, torch.full_like(truth, log_z - est_log_z), atol=1e-4)
 
 
@@ -99,7 +102,7 @@ def test_flat_prior_has_log_z_zero_and_matches():
     x = marginal.sample((8,))
     res = likelihood.importance_log_likelihood(model, x, 0.0, n_importance=500,
                                                generator=torch.Generator().manual_seed(0), n_chains=8,
-                                               n_steps=100, step_size=0.1)
+                                               chain=CHAIN_100)
     assert float((res.log_px - marginal.log_prob(x).double()).abs().max()) < 0.3
 
 
@@ -108,7 +111,7 @@ def test_a_bad_proposal_is_biased_low_and_improves_with_more_samples():
     model, marginal, log_z = linear_gaussian_model([0.3, 0.1, -0.2], 0.0, seed=1)
     x = marginal.sample((8,))
     truth = marginal.log_prob(x).double()
-    good = likelihood.fit_posterior_proposal(model, x, n_chains=32, n_steps=100, step_size=0.1, inflation=1.0,
+    good = likelihood.fit_posterior_proposal(model, x, n_chains=32, chain=CHAIN_100, inflation=1.0,
                                              generator=torch.Generator().manual_seed(0))
     # wrong mean (shifted by two proposal standard deviations) and twice too wide
     bad = likelihood.GaussianProposal(good.mean + 2 * good.scale, 2 * good.scale)

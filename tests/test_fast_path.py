@@ -27,14 +27,12 @@ def test_posterior_and_prior_samples_match_the_reference_with_the_same_noise(tra
     m = trainer.model.eval()
     s = trainer.recipe.sampling
     z0 = m.prior.sample_reference(x.shape[0], generator=torch.Generator().manual_seed(0))
-    fast = m.sample_posterior(x, z0=z0, n_steps=s.posterior_steps, step_size=s.posterior_step_size,
-                              generator=torch.Generator().manual_seed(1))
+    fast = m.sample_posterior(x, z0=z0, generator=torch.Generator().manual_seed(1))  # the recipe's chain
     ref = reference_sample_posterior(m.prior, m.decoder, x, z0, s.posterior_steps, s.posterior_step_size,
                                      torch.Generator().manual_seed(1))
     assert (fast - z0).abs().max() > 0.1  # the chains moved
     assert torch.allclose(fast, ref, atol=1e-4), (fast - ref).abs().max()
-    fast_p = m.prior.sample(x.shape[0], n_steps=s.prior_steps, step_size=s.prior_step_size, z0=z0,
-                            generator=torch.Generator().manual_seed(2))
+    fast_p = m.prior.sample(x.shape[0], m.prior_chain, z0=z0, generator=torch.Generator().manual_seed(2))
     ref_p = reference_sample_prior(m.prior, z0, s.prior_steps, s.prior_step_size, torch.Generator().manual_seed(2))
     assert torch.allclose(fast_p, ref_p, atol=1e-4), (fast_p - ref_p).abs().max()
 
@@ -65,14 +63,14 @@ def test_sampling_freezes_parameters_and_restores_them(trainer):
     before = {n: p.requires_grad for n, p in m.named_parameters()}
     seen = []
 
-    from textebm.sampling import Langevin
+    from textebm.sampling import ChainConfig, Langevin
 
     class Spy(Langevin):
         def step(self, *args, **kwargs):
             seen.append(any(p.requires_grad for p in m.parameters()))
             return super().step(*args, **kwargs)
 
-    m.sample_posterior(trainer.data.next().x, sampler=Spy(), n_steps=2)
+    m.sample_posterior(trainer.data.next().x, ChainConfig(Spy(), 2, 0.1))
     assert seen == [False, False]
     assert {n: p.requires_grad for n, p in m.named_parameters()} == before
     assert all(p.grad is None for p in m.parameters())
@@ -86,14 +84,17 @@ def test_sampling_freezes_parameters_and_restores_them(trainer):
 def test_compiled_sampling_gives_the_same_chain(trainer):
     """sampling.compile: torch.compile of the posterior log-density draws the same z under the same noise.
     (Slow: compiling takes tens of seconds on CPU; needs a C++ compiler for inductor.)"""
+    from textebm.sampling import POSTERIOR_CHAIN
+
+    CHAIN_8 = POSTERIOR_CHAIN.replace(n_steps=8)
     x = trainer.data.next().x
     m = trainer.model.eval()
     z0 = m.prior.sample_reference(x.shape[0], generator=torch.Generator().manual_seed(0))
-    eager = m.sample_posterior(x, z0=z0, n_steps=8, step_size=0.1, generator=torch.Generator().manual_seed(1))
+    eager = m.sample_posterior(x, CHAIN_8, z0=z0, generator=torch.Generator().manual_seed(1))
     m.compile_sampling("default")
     try:
-        compiled = m.sample_posterior(x, z0=z0, n_steps=8, step_size=0.1, generator=torch.Generator().manual_seed(1))
-        again = m.sample_posterior(trainer.data.next().x, z0=z0, n_steps=2, step_size=0.1)  # a new batch works
+        compiled = m.sample_posterior(x, CHAIN_8, z0=z0, generator=torch.Generator().manual_seed(1))
+        again = m.sample_posterior(trainer.data.next().x, CHAIN_8.replace(n_steps=2), z0=z0)  # a new batch works
     finally:
         m.compile_sampling(None)
     assert (eager - z0).abs().max() > 0.05

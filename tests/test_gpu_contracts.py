@@ -133,7 +133,7 @@ def test_rnn_forwards_with_gradient_run_in_training_mode_on_every_path(toy_corpu
     from textebm.eval.likelihood import fit_posterior_proposal
 
     with torch.no_grad():  # the IS proposal is fitted under no_grad; its chains enable gradients themselves
-        fit_posterior_proposal(m, x, n_chains=2, n_steps=2)
+        fit_posterior_proposal(m, x, n_chains=2, chain=m.posterior_chain.replace(n_steps=2))
     assert rnn_mode_guard["calls"] > rnn_mode_guard["with_grad"]  # generation still runs in eval mode
     assert not m.decoder.lstm.training  # and the mode is restored
 
@@ -177,7 +177,7 @@ def test_the_captured_body_is_the_eager_chain_under_the_same_noise(toy_corpus, t
     tr = trainer(toy_corpus, tmp_path, "sampling.posterior_step_size=0.2")
     m = tr.model.eval()
     x = tr.data.bucket(tr.data.next().x, 8)
-    chain = get_sampler(sampler, step_size=0.05) if sampler == "sghmc" else get_sampler(sampler)
+    chain = get_sampler(sampler)
     z0 = torch.randn(x.shape[0], m.latent_dim, generator=torch.Generator().manual_seed(0))
     plan = ChainPlan.build(chain, 7, 0.2 if sampler != "sghmc" else 0.05, trace=True)
     noise = draw_noise(chain, z0, 7, torch.Generator().manual_seed(1))

@@ -282,8 +282,10 @@ def test_compiled_image_sampling_gives_the_same_chain(pattern_npz, tmp_path):
     t = Trainer(r, tmp_path / "run", progress=False)
     x = t.data.next().x
     z0 = torch.randn(x.shape[0], 8, generator=torch.Generator().manual_seed(0))
-    compiled = t.model.sample_posterior(x, z0=z0, n_steps=6, step_size=0.1, generator=torch.Generator().manual_seed(1))
+    compiled = t.model.sample_posterior(x, t.model.posterior_chain.replace(n_steps=6, step_size=0.1), z0=z0,
+                                        generator=torch.Generator().manual_seed(1))
     t.model.compile_sampling(None)
-    eager = t.model.sample_posterior(x, z0=z0, n_steps=6, step_size=0.1, generator=torch.Generator().manual_seed(1))
+    eager = t.model.sample_posterior(x, t.model.posterior_chain.replace(n_steps=6, step_size=0.1), z0=z0,
+                                        generator=torch.Generator().manual_seed(1))
     assert (eager - z0).abs().max() > 0.05
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)

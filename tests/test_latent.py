@@ -16,10 +16,12 @@ from torch import nn
 from textebm.data import WordVocab
 from textebm.decoders import LSTMDecoder
 from textebm.eval.latent import (active_units, corpus_bleu, latent_diagnostics, latent_diagnostics_for_sentences,
-                                 mutual_information, posterior_chains, random_derangement, reconstruction,
+                                 mutual_information, random_derangement, reconstruction,
                                  reconstruction_scores, shuffled_latent_gap)
 from textebm.model import LatentEBMModel
+from textebm.eval.likelihood import posterior_chains
 from textebm.prior import GaussianPrior, LatentEBMPrior
+from textebm.sampling import POSTERIOR_CHAIN
 
 
 # ---- linear-Gaussian models: exact posteriors, closed-form MI ------------------------------------------------
@@ -142,7 +144,7 @@ def sign_data():
     return sign_batch(signs)
 
 
-SIGN_SAMPLING = dict(n_chains=8, n_steps=100, step_size=0.3)
+SIGN_SAMPLING = dict(n_chains=8, chain=POSTERIOR_CHAIN.replace(n_steps=100, step_size=0.3))
 
 
 def test_copy_decoder_reads_clearly_positive_end_to_end(sign_model, sign_data):
@@ -201,7 +203,7 @@ def test_decoder_that_ignores_z_reads_zero_end_to_end():
 # ---- pieces --------------------------------------------------------------------------------------------------
 def test_posterior_chains_shape_and_mode(sign_model, sign_data):
     sign_model.train()
-    z = posterior_chains(sign_model, sign_data[:5], n_chains=3, n_steps=2, step_size=0.3,
+    z = posterior_chains(sign_model, sign_data[:5], n_chains=3, chain=POSTERIOR_CHAIN.replace(n_steps=2),
                          generator=torch.Generator().manual_seed(0))
     assert z.shape == (5, 3, 4) and sign_model.training
     assert not torch.equal(z[:, 0], z[:, 1])  # independent chains

@@ -9,6 +9,7 @@ from textebm.data import WordVocab, pad_batch
 from textebm.decoders import LSTMDecoder
 from textebm.model import LatentEBMModel
 from textebm.prior import LatentEBMPrior
+from textebm.sampling import POSTERIOR_CHAIN
 from textebm.train import Trainer, train
 
 from conftest import tiny_recipe
@@ -96,7 +97,7 @@ def test_posterior_langevin_raises_joint_log_density():
     x = batch(B=64, seed=1)
     g = torch.Generator().manual_seed(0)
     z0 = m.prior.sample_reference(64, generator=g)
-    z = m.sample_posterior(x, z0=z0, n_steps=20, step_size=0.1, generator=g)
+    z = m.sample_posterior(x, POSTERIOR_CHAIN, z0=z0, generator=g)
     with torch.no_grad():
         before, after = m.joint_log_prob(x, z0), m.joint_log_prob(x, z)
     assert float((after - before).mean()) > 0.5
@@ -154,8 +155,8 @@ def test_save_load_round_trip_gives_identical_samples(tiny_run, tmp_path):
     m2 = LatentEBMModel.from_pretrained(tmp_path / "copy").eval()
     for (k, v), (k2, v2) in zip(m.state_dict().items(), m2.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
-    a = m.generate(8, n_steps=10, generator=torch.Generator().manual_seed(4))
-    b = m2.generate(8, n_steps=10, generator=torch.Generator().manual_seed(4))
+    a = m.generate(8, chain=m.prior_chain.replace(n_steps=10), generator=torch.Generator().manual_seed(4))
+    b = m2.generate(8, chain=m2.prior_chain.replace(n_steps=10), generator=torch.Generator().manual_seed(4))
     assert a == b and all(isinstance(s, str) for s in a)
 
 

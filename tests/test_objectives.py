@@ -20,7 +20,7 @@ from textebm.objectives import (AMORTIZERS, DIVERGENCES, KSD, OBJECTIVES, DataEB
                                 Regularized, ShortRunMLE, SteinCD, build_objective, fit_ebm, get_amortizer,
                                 get_divergence, get_objective, kernel_stein_discrepancy, loss_parameters,
                                 setup_objective)
-from textebm.sampling import Langevin
+from textebm.sampling import PRIOR_CHAIN, ChainConfig, Langevin
 
 
 # ---- models with exact answers -----------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def fit_gaussian_by_fdiv(name, seed, steps=1000):
     model = Gaussian1D(0.0, 0.5 if name == "neyman" else 1.0)
     obj = FDivergence(name, alpha=ALPHA if name == "alpha" else None, hidden=32)
     cb, averaged = param_averager(model, start=steps // 2)
-    fit_ebm(model, data, obj, sampler=None, steps=steps, lr=1e-2, batch_size=256,
+    fit_ebm(model, data, obj, steps=steps, lr=1e-2, batch_size=256,
             generator=torch.Generator().manual_seed(seed + 1), callback=cb)
     mu_fit, log_s_fit = averaged().tolist()
     return mu_fit, math.exp(log_s_fit)
@@ -338,7 +338,7 @@ def test_data_ebm_with_linear_f_learns_the_data_mean():
     torch.testing.assert_close(ebm.energy(x), -ebm.log_prob_unnormalized(x))
     cb, averaged = param_averager(ebm, start=100)
     # Langevin on a Gaussian keeps the mean exactly for any stable step; s = 1 mixes in a few steps
-    fit_ebm(ebm, data, ShortRunMLE(), sampler=Langevin(n_steps=15, step_size=1.0), steps=200, lr=2e-2,
+    fit_ebm(ebm, data, ShortRunMLE(), chain=ChainConfig(Langevin(), 15, 1.0), steps=200, lr=2e-2,
             batch_size=200, generator=g, callback=cb)
     w = averaged()[:2]
     torch.testing.assert_close(w, data.mean(0), atol=0.1, rtol=0)
@@ -517,7 +517,7 @@ def test_every_rule_follows_the_training_loop_contract_on_the_latent_prior(objec
     params = list(prior.parameters()) + loss_parameters(obj)
     opt = torch.optim.Adam(params, lr=1e-3)
     z_pos = torch.randn(16, 4)
-    sample_prior = lambda n, z0=None: prior.sample(n, n_steps=5, z0=z0)  # noqa: E731
+    sample_prior = lambda n, z0=None: prior.sample(n, PRIOR_CHAIN.replace(n_steps=5), z0=z0)  # noqa: E731
     z_neg = obj.negatives(prior, z_pos, sample_prior)
     assert (z_neg is None) == (objective == "ksd")
     loss, stats = obj(prior, z_pos, z_neg)

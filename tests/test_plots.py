@@ -258,7 +258,7 @@ def test_the_energy_profile_is_the_prior_chain_of_the_run(tiny_run, tmp_path, mo
     path, why = plots.plot_prior_chain(tiny_run, tmp_path, steps=30, n_chains=16, seed=3)
     assert path == tmp_path / "energy_profile.png" and why is None and len(drawn["trace"]) == 31
     model = load_model(tiny_run)
-    ref = model.sample_prior(16, n_steps=30, generator=torch.Generator().manual_seed(3), trace=True,
+    ref = model.sample_prior(16, model.prior_chain.replace(n_steps=30), generator=torch.Generator().manual_seed(3), trace=True,
                              return_samples=True)
     assert drawn["trace"] == pytest.approx(ref.trace, rel=1e-6)
     monkeypatch.setattr(type(model.prior), "kind", "gaussian")

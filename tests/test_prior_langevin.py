@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from textebm.prior import LatentEBMPrior
-from textebm.sampling import SamplerDivergedError, langevin
+from textebm.sampling import PRIOR_CHAIN, SamplerDivergedError, langevin
 
 
 def linear_prior(d=3, sigma0=1.0, seed=0):
@@ -97,7 +97,7 @@ def test_normalized_log_prob_integrates_to_one_in_1d():
 def test_sampling_accumulates_no_parameter_gradients():
     torch.manual_seed(0)
     prior = LatentEBMPrior(4, hidden=16)
-    prior.sample(32, n_steps=5, step_size=0.4)
+    prior.sample(32, PRIOR_CHAIN.replace(n_steps=5))
     assert all(p.grad is None for p in prior.parameters())
 
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy import stats
 
-from textebm.sampling import (MALA, SAMPLERS, SGHMC, SVGD, Langevin, PersistentChains, SamplerDivergedError,
-                              get_sampler, langevin, mala, sghmc, svgd, svgd_direction)
+from textebm.sampling import (MALA, SAMPLERS, SGHMC, SVGD, ChainConfig, Langevin, PersistentChains,
+                              SamplerDivergedError, get_sampler, langevin, mala, sghmc, svgd, svgd_direction)
 
 
 MEAN = torch.tensor([1.0, -0.5])
@@ -42,14 +42,14 @@ def test_langevin_small_step_long_chains_match_gaussian():
     g = torch.Generator().manual_seed(1)
     z0 = torch.randn(1500, 2, generator=g)
     # s = 0.15: the stationary covariance of unadjusted Langevin is off by < 2% here
-    z = Langevin(n_steps=500, step_size=0.15).sample(gauss_log_prob, z0, generator=g).z
+    z = ChainConfig(Langevin(), 500, 0.15).run(gauss_log_prob, z0, generator=g).z
     assert_moments(z, bias=0.03)
 
 
 def test_sghmc_matches_gaussian():
     g = torch.Generator().manual_seed(2)
     z0 = torch.randn(1500, 2, generator=g)
-    out = SGHMC(n_steps=500, step_size=0.01, friction=0.1).sample(gauss_log_prob, z0, generator=g)
+    out = ChainConfig(SGHMC(friction=0.1), 500, 0.01).run(gauss_log_prob, z0, generator=g)
     assert out.stats["velocity"].shape == z0.shape
     assert_moments(out.z, bias=0.03)
 
@@ -65,7 +65,7 @@ def test_sghmc_with_unit_friction_is_langevin():
 def test_mala_matches_gaussian_and_reports_acceptance():
     g = torch.Generator().manual_seed(3)
     z0 = torch.randn(1500, 2, generator=g)
-    out = MALA(n_steps=150, step_size=0.8).sample(gauss_log_prob, z0, generator=g)
+    out = ChainConfig(MALA(), 150, 0.8).run(gauss_log_prob, z0, generator=g)
     assert_moments(out.z)
     acc = out.stats["accept_rate"]
     assert 0.4 < acc < 0.95
@@ -112,13 +112,13 @@ def test_mala_adapts_step_toward_target_acceptance():
     assert abs(late - 0.574) < 0.12
     assert out.stats["step_size"] < 5.0
     # off by default: the step size is untouched
-    assert MALA(n_steps=5, step_size=0.3).sample(gauss_log_prob, torch.zeros(4, 2)).stats["step_size"] == 0.3
+    assert ChainConfig(MALA(), 5, 0.3).run(gauss_log_prob, torch.zeros(4, 2)).stats["step_size"] == 0.3
 
 
 def test_svgd_particles_match_gaussian():
     g = torch.Generator().manual_seed(7)
     z0 = torch.randn(200, 2, generator=g)
-    out = SVGD(n_steps=300, step_size=0.2).sample(gauss_log_prob, z0)
+    out = ChainConfig(SVGD(), 300, 0.2).run(gauss_log_prob, z0)
     # SVGD particles are not independent draws: a fixed relative tolerance (finite-n SVGD under-disperses a bit)
     torch.testing.assert_close(out.z.mean(0), MEAN, atol=0.05, rtol=0)
     torch.testing.assert_close(torch.cov(out.z.T), COV, atol=0.12, rtol=0)
@@ -174,7 +174,7 @@ def mode_counts(z):
 
 def test_persistent_chains_with_reinit_visit_every_mode():
     g = torch.Generator().manual_seed(9)
-    inner = Langevin(n_steps=15, step_size=0.15)
+    inner = ChainConfig(Langevin(), 15, 0.15)
     # start every chain in mode 0: without re-initialization Langevin never leaves it ...
     at_mode0 = lambda n, gen: MODES[0] + MODE_SD * torch.randn(n, 2, generator=gen)  # noqa: E731
     stuck = PersistentChains(inner, n_chains=400, reinit=0.0, init=at_mode0)
@@ -205,8 +205,8 @@ def test_persistent_chains_with_reinit_visit_every_mode():
 
 def test_persistent_chains_drop_in_for_any_sampler():
     g = torch.Generator().manual_seed(10)
-    for sampler in (Langevin(n_steps=3, step_size=0.1), SGHMC(n_steps=3), MALA(n_steps=3), SVGD(n_steps=3)):
-        pc = PersistentChains(sampler, n_chains=50, reinit=0.5)
+    for sampler in (Langevin(), SGHMC(), MALA(), SVGD()):
+        pc = PersistentChains(ChainConfig(sampler, 3, 0.05), n_chains=50, reinit=0.5)
         out = pc.sample(gauss_log_prob, torch.zeros(20, 2), generator=g)
         assert out.z.shape == (20, 2)
         torch.testing.assert_close(pc.buffer[out.stats["indices"]], out.z)
@@ -215,10 +215,10 @@ def test_persistent_chains_drop_in_for_any_sampler():
 # ---- interface -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_registry_builds_and_reproduces_with_a_generator(name):
-    s = get_sampler(name, n_steps=5, step_size=0.05)
+    s = ChainConfig(get_sampler(name), 5, 0.05)
     z0 = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
-    a = s.sample(gauss_log_prob, z0, generator=torch.Generator().manual_seed(1), trace=True, snapshot_every=2)
-    b = s.sample(gauss_log_prob, z0, generator=torch.Generator().manual_seed(1))
+    a = s.run(gauss_log_prob, z0, generator=torch.Generator().manual_seed(1), trace=True, snapshot_every=2)
+    b = s.run(gauss_log_prob, z0, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(a.z, b.z)
     assert len(a.trace) == 6
     assert [k for k, _ in a.snapshots] == [0, 2, 4, 5]
@@ -243,5 +243,5 @@ def test_nan_guard(fn):
 def test_samplers_leave_parameter_gradients_alone(name):
     w = torch.nn.Parameter(torch.tensor(1.5))
     lp = lambda z: -w * z.pow(2).sum(-1)  # noqa: E731
-    get_sampler(name, n_steps=3, step_size=0.05).sample(lp, torch.randn(8, 2))
+    ChainConfig(get_sampler(name), 3, 0.05).run(lp, torch.randn(8, 2))
     assert w.grad is None

@@ -168,8 +168,8 @@ def test_save_load_round_trip_gives_identical_samples(transformer_run, tmp_path)
     m2 = LatentEBMModel.from_pretrained(tmp_path / "copy").eval()
     sd, sd2 = m.state_dict(), m2.state_dict()
     assert list(sd) == list(sd2) and all(torch.equal(sd[k], sd2[k]) for k in sd)
-    a = m.generate(6, n_steps=10, generator=torch.Generator().manual_seed(4), max_len=12)
-    b = m2.generate(6, n_steps=10, generator=torch.Generator().manual_seed(4), max_len=12)
+    a = m.generate(6, chain=m.prior_chain.replace(n_steps=10), generator=torch.Generator().manual_seed(4), max_len=12)
+    b = m2.generate(6, chain=m2.prior_chain.replace(n_steps=10), generator=torch.Generator().manual_seed(4), max_len=12)
     assert a == b and all(isinstance(s, str) for s in a)
 
 

@@ -103,6 +103,9 @@ class SamplingConfig:
     prior_noise: float = 1.0
     prior_persistent: int = 0         # > 0: persistent prior chains, a replay buffer of this many states
     prior_reinit: float = 0.05        # persistent chains: fraction of rows restarted from N(0, sigma0^2 I)
+    prior_start: str = "reference"    # reference: N(0, sigma0^2 I) | posterior: recent posterior samples z+ of
+                                      # the training batches (training only; generation starts at the reference)
+    prior_start_fraction: float = 1.0  # fraction of prior chains started from prior_start (the rest: reference)
     posterior_steps: int = 20         # K1
     posterior_step_size: float = 0.1  # s1
     posterior_step_size_end: Optional[float] = None
@@ -111,6 +114,8 @@ class SamplingConfig:
     posterior_sampler: str = "langevin"  # langevin | mala | sghmc | svgd
     posterior_sampler_args: Dict[str, Any] = field(default_factory=dict)
     posterior_warm_start: bool = False  # each training example's chain starts from its last posterior sample
+    posterior_start: str = "reference"  # reference: N(0, sigma0^2 I) | encoder: a draw of the amortized
+                                        # posterior q(z | x) (needs model.encoder)
     noise: bool = True                # false: no noise in either chain (both become gradient ascent)
     z_clamp: Optional[float] = None
     check_every: int = 0              # also read a chain's divergence flags every N steps (0: once, at its end)
@@ -123,13 +128,14 @@ class SamplingConfig:
 
     _choices = {"on_nan": ("raise", "skip"), "compile": ("none", "default", "reduce-overhead", "max-autotune"),
                 "prior_schedule": SCHEDULES, "posterior_schedule": SCHEDULES, "posterior_sampler": SAMPLER_NAMES,
-                "capture": ("auto", "none", "cuda_graph")}
+                "capture": ("auto", "none", "cuda_graph"), "prior_start": ("reference", "posterior"),
+                "posterior_start": ("reference", "encoder")}
     _ranges = {"prior_steps": (0, None), "posterior_steps": (0, None),
                "prior_step_size": (1e-12, None), "posterior_step_size": (1e-12, None),
                "prior_step_size_end": (1e-12, None), "posterior_step_size_end": (1e-12, None),
                "prior_noise": (0.0, None), "posterior_noise": (0.0, None), "prior_persistent": (0, None),
                "prior_reinit": (0.0, 1.0), "check_every": (0, None), "capture_bucket": (1, None),
-               "z_clamp": (1e-12, None)}
+               "z_clamp": (1e-12, None), "prior_start_fraction": (0.0, 1.0)}
 
 
 @dataclass

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .decoders import DECODERS, build_decoder, rnn_backward_mode, split_log_prob
 from .prior import PRIORS, GaussianPrior, LatentEBMPrior, build_prior
-from .sampling import Density, Samples, Schedule, frozen, get_sampler, run_chain
+from .sampling import (POSTERIOR_CHAIN, PRIOR_CHAIN, ChainConfig, Density, Samples, Schedule, frozen, get_sampler)
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -33,6 +33,17 @@ class LatentEBMModel(nn.Module):
         self.tokenizer = tokenizer
         self.recipe = recipe
         self._compiled_log_prob = None  # set by compile_sampling
+
+    @property
+    def recipe(self):
+        """The recipe the model was built from (None for a model built by hand); setting it rebuilds the chains."""
+        return self._recipe
+
+    @recipe.setter
+    def recipe(self, recipe) -> None:
+        self._recipe = recipe
+        #: the chains every sampling call uses unless given another (:func:`recipe_chains`)
+        self.prior_chain, self.posterior_chain = recipe_chains(recipe)
 
     @property
     def latent_dim(self) -> int:
@@ -72,61 +83,58 @@ class LatentEBMModel(nn.Module):
         """log p_alpha(z) + log p_beta(x | z) without log Z(alpha): (batch,)."""
         return self.prior.log_prob_unnormalized(z) + self.decoder.log_prob(x, z)
 
-    # ---- sampling --------------------------------------------------------------------------------------
-    def sample_prior(self, n: int, n_steps: Optional[int] = None, step_size=None, sampler=None,
-                     generator: Optional[torch.Generator] = None, **kw) -> torch.Tensor:
-        """z ~ p_alpha by the recipe's prior chain from p0 (K0 = 60, s0 = 0.4 without a recipe); any of the
-        chain's settings can be overridden (see :func:`chain_settings`)."""
-        cfg = chain_settings(self.recipe, "prior", n_steps=n_steps, step_size=step_size, sampler=sampler)
-        return self.prior.sample(n, generator=generator, **{**cfg, **kw})
+    # ---- sampling ----------------------------------------------------------------------------------------
+    def sample_prior(self, n: int, chain: Optional[ChainConfig] = None, z0: Optional[torch.Tensor] = None,
+                     generator: Optional[torch.Generator] = None, **run_kwargs):
+        """z ~ p_alpha by ``chain`` (default: the model's prior chain, :attr:`prior_chain`) from ``z0`` or
+        N(0, sigma0^2 I); ``run_kwargs`` are :meth:`ChainConfig.run`'s per-call arguments (``trace``,
+        ``warm_start``, ``graphs``, ``return_samples``...)."""
+        return self.prior.sample(n, chain or self.prior_chain, z0=z0, generator=generator, **run_kwargs)
 
-    def sample_posterior(self, x, n_steps: Optional[int] = None, step_size=None, z0: Optional[torch.Tensor] = None,
-                         sampler=None, generator: Optional[torch.Generator] = None, return_samples: bool = False,
-                         prior_weight: float = 1.0, graphs=None, **kw):
-        """z ~ p(z | x) by the recipe's posterior chain (K1 = 20 Langevin steps of s1 = 0.1 without a recipe) from
-        ``z0`` (default p0). ``n_steps``, ``step_size`` (a number or a schedule), ``sampler``, ``noise_scale``,
-        ``z_clamp`` override the recipe; other keywords go to :func:`textebm.sampling.run_chain` (``warm_start``,
-        ``index``, ``trace``, ...). ``prior_weight`` scales the prior term of the target (annealing). With
-        ``graphs`` (a :class:`~textebm.sampling.ChainGraphs`) the chain, the batch's preparation included, runs
-        as a captured CUDA graph where possible."""
+    def sample_posterior(self, x, chain: Optional[ChainConfig] = None, z0: Optional[torch.Tensor] = None,
+                         generator: Optional[torch.Generator] = None, prior_weight: float = 1.0,
+                         return_samples: bool = False, graphs=None, **run_kwargs):
+        """z ~ p(z | x) by ``chain`` (default: the model's posterior chain, :attr:`posterior_chain`) from ``z0``
+        (default N(0, sigma0^2 I)). ``prior_weight`` w scales the prior term of the target, w log p_alpha(z) +
+        log p_beta(x | z) (annealing); with ``graphs`` (a :class:`~textebm.sampling.ChainGraphs`) and a chain
+        that allows capture, the chain, the batch's preparation included, runs as a captured CUDA graph where
+        possible. ``run_kwargs`` are :meth:`ChainConfig.run`'s per-call arguments (``warm_start``, ``index``,
+        ``trace``, ``name``...)."""
+        chain = chain or self.posterior_chain
         n = x.shape[0] if hasattr(x, "shape") else len(x)
         if z0 is None:
             z0 = self.prior.sample_reference(n, generator=generator)
-        cfg = chain_settings(self.recipe, "posterior", n_steps=n_steps, step_size=step_size, sampler=sampler)
-        cfg.update({k: v for k, v in kw.items() if v is not None or k not in cfg})  # None: the recipe's value
-        chain = cfg.pop("sampler")
-        if graphs is not None:
+        if graphs is not None and chain.capture:
             w = torch.full((), float(prior_weight), device=z0.device)
             target = Density(lambda xx, ww: self.posterior_log_prob(xx, ww, static=True), (x, w),
                              key=("posterior", id(self)), modules=(self,))
         else:
             target = self.posterior_log_prob(x, prior_weight)
         with frozen(self), rnn_backward_mode(self.decoder, always=True):
-            out: Samples = run_chain(chain, target, z0, cfg.pop("n_steps"),
-                                     cfg.pop("step_size"), generator=generator, graphs=graphs,
-                                     name=cfg.pop("name", f"posterior {chain.name}"), **cfg)
+            out: Samples = chain.run(target, z0, generator=generator, graphs=graphs, **run_kwargs)
         return out if return_samples else out.z
 
     @torch.no_grad()
-    def generate(self, n: int = 0, z: Optional[torch.Tensor] = None, n_steps: int = 60, step_size: float = 0.4,
-                 generator: Optional[torch.Generator] = None, decode: bool = True, **gen_kwargs):
-        """Sample z from the prior (or use ``z``) and decode: strings when a tokenizer is attached, images
-        (batch, C, H, W) from an image decoder."""
+    def generate(self, n: int = 0, z: Optional[torch.Tensor] = None, chain: Optional[ChainConfig] = None,
+                 generator: Optional[torch.Generator] = None, decode: bool = True, **decoding):
+        """Sample z from the prior by ``chain`` (default: the model's prior chain) or use ``z``, and decode:
+        strings when a tokenizer is attached, images (batch, C, H, W) from an image decoder. ``decoding`` are
+        the decoder's ``generate`` arguments (``max_len``, ``greedy``, ``temperature``, ``top_k``, ``top_p``)."""
         if z is None:
             if n < 1:
                 raise ValueError(f"number of samples must be >= 1, got {n}")
-            z = self.sample_prior(n, n_steps=n_steps, step_size=step_size, generator=generator)
-        out = self.decoder.generate(z, generator=generator, **gen_kwargs)
+            z = self.sample_prior(n, chain, generator=generator)
+        out = self.decoder.generate(z, generator=generator, **decoding)
         if decode and self.tokenizer is not None:
             return [self.tokenizer.decode(ids) for ids in out]
         return out
 
     @torch.no_grad()
-    def reconstruct(self, x, n_steps: Optional[int] = None, step_size=None,
+    def reconstruct(self, x, chain: Optional[ChainConfig] = None,
                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Images decoded at a posterior sample: g(z+) with z+ ~ p(z | x) by the recipe's posterior chain."""
+        """Images decoded at a posterior sample: g(z+) with z+ ~ p(z | x) by ``chain`` (default: the model's)."""
         with torch.enable_grad():
-            z = self.sample_posterior(x, n_steps=n_steps, step_size=step_size, generator=generator)
+            z = self.sample_posterior(x, chain, generator=generator)
         return self.decoder.mean(z)
 
     # ---- persistence -----------------------------------------------------------------------------------
@@ -274,46 +282,63 @@ def _posterior_density(prior, decoder_log_prob, ctx, z: torch.Tensor, prior_weig
     return lp + decoder_log_prob(ctx, z)
 
 
-def chain_settings(recipe, which: str, n_steps: Optional[int] = None, step_size=None, sampler=None) -> dict:
-    """The recipe's ``prior`` or ``posterior`` chain as keyword arguments of :func:`textebm.sampling.run_chain`:
-    ``sampler`` (built by name from the recipe), ``n_steps``, ``step_size`` (a :class:`Schedule`), ``noise_scale``,
-    ``z_clamp`` and ``check_every`` (the sampler's own, else ``sampling.check_every``); given values override.
-    Without a recipe: Langevin, K0 = 60, s0 = 0.4 (prior) and K1 = 20, s1 = 0.1 (posterior), Pang et al. (2020)."""
-    if which not in ("prior", "posterior"):
-        raise ValueError(f"which must be 'prior' or 'posterior', got {which!r}")
+def recipe_chains(recipe) -> Tuple[ChainConfig, ChainConfig]:
+    """(prior chain, posterior chain) of a recipe: the one place where the recipe's chain keys become chains.
+
+    Prior: ``prior.sampler`` with ``prior.sampler_args``, ``sampling.prior_steps`` (K0), the step-size schedule
+    ``prior_schedule`` from ``prior_step_size`` (s0) to ``prior_step_size_end``, ``prior_noise``, and the start
+    (``prior_persistent`` > 0: a replay buffer, else ``prior_start``). Posterior: ``sampling.posterior_*`` the same
+    way, started per ``posterior_start`` (``posterior_warm_start``: each example's last state). Both: ``noise``
+    (false: no noise in either), ``z_clamp``, ``check_every``, ``capture`` (``none`` turns capture off; whether a
+    device can capture is decided when the chain runs). Without a recipe: the paper's chains
+    (:data:`~textebm.sampling.PRIOR_CHAIN`, :data:`~textebm.sampling.POSTERIOR_CHAIN`).
+    """
     if recipe is None:
-        from .sampling import Langevin
+        return PRIOR_CHAIN, POSTERIOR_CHAIN
+    s = recipe.sampling
+    common = dict(z_clamp=s.z_clamp, check_every=s.check_every, capture=s.capture != "none")
 
-        cfg = dict(sampler=Langevin(), n_steps=60 if which == "prior" else 20,
-                   step_size=0.4 if which == "prior" else 0.1, noise_scale=1.0, z_clamp=None)
-    else:
-        s = recipe.sampling
-        if which == "prior":
-            name, args = recipe.prior.sampler, dict(recipe.prior.sampler_args)
-            k, sched = s.prior_steps, Schedule(s.prior_schedule, s.prior_step_size, s.prior_step_size_end)
-            scale = s.prior_noise
-        else:
-            name, args = s.posterior_sampler, dict(s.posterior_sampler_args)
-            k, sched = s.posterior_steps, Schedule(s.posterior_schedule, s.posterior_step_size,
-                                                   s.posterior_step_size_end)
-            scale = s.posterior_noise
-        chain = get_sampler(name, **args)
-        cfg = dict(sampler=chain, n_steps=k, step_size=sched, noise_scale=scale if s.noise else 0.0,
-                   z_clamp=s.z_clamp, check_every=getattr(chain, "check_every", 0) or s.check_every)
-    for key, value in (("n_steps", n_steps), ("step_size", step_size), ("sampler", sampler)):
-        if value is not None:
-            cfg[key] = value
-    return cfg
+    def build(which: str, sampler: str, args: dict, start: str, fraction: float) -> ChainConfig:
+        try:
+            update = get_sampler(sampler, **args)
+        except (TypeError, ValueError) as e:
+            key = "prior.sampler_args" if which == "prior" else "sampling.posterior_sampler_args"
+            raise ValueError(f"{key}: {e}") from None
+        step = Schedule(getattr(s, f"{which}_schedule"), getattr(s, f"{which}_step_size"),
+                        getattr(s, f"{which}_step_size_end"))
+        noise = getattr(s, f"{which}_noise") if s.noise else 0.0
+        return ChainConfig(update, getattr(s, f"{which}_steps"), step, noise, start=start, start_fraction=fraction,
+                           name=f"{which} {update.name}", **common)
+
+    prior_start = "persistent" if s.prior_persistent else s.prior_start
+    post_start = "example" if s.posterior_warm_start else s.posterior_start
+    return (build("prior", recipe.prior.sampler, dict(recipe.prior.sampler_args), prior_start,
+                  s.prior_start_fraction),
+            build("posterior", s.posterior_sampler, dict(s.posterior_sampler_args), post_start, 1.0))
 
 
-def describe_chain(cfg: dict) -> dict:
-    """JSON-ready summary of chain settings (from :func:`chain_settings`), for reports: the sampler's name, K, the
-    step size (a number, or e.g. ``"linear 0.8 -> 0.05"``) and the noise scale."""
-    step = cfg["step_size"]
-    if isinstance(step, Schedule):
-        step = step.start if step.end is None or step.kind == "constant" else f"{step.kind} {step.start:g} -> {step.end:g}"
-    return {"sampler": getattr(cfg["sampler"], "name", type(cfg["sampler"]).__name__), "n_steps": cfg["n_steps"],
-            "step_size": step, "noise_scale": cfg.get("noise_scale", 1.0)}
+def recipe_decoding(recipe, max_len: Optional[int] = None, greedy: Optional[bool] = None,
+                    temperature: Optional[float] = None, top_k: Optional[int] = None,
+                    top_p: Optional[float] = None) -> dict:
+    """The decoding rule of a recipe (its ``generate`` section; defaults without one), with the given values
+    overriding it: the keyword arguments of a decoder's ``generate``. A temperature, top-k or top-p given here
+    means sampling (it turns off the recipe's ``greedy``); ``greedy=True`` means arg-max decoding."""
+    from .config import GenerateConfig
+
+    g = recipe.generate if recipe is not None else GenerateConfig()
+    sampling_asked = any(v is not None for v in (temperature, top_k, top_p))
+    return dict(max_len=max_len if max_len is not None else g.max_len,
+                greedy=bool(greedy) if greedy is not None else (g.greedy and not sampling_asked),
+                temperature=temperature if temperature is not None else g.temperature,
+                top_k=top_k if top_k is not None else g.top_k,
+                top_p=top_p if top_p is not None else g.top_p)
+
+
+def describe_decoding(rule: dict) -> str:
+    """``greedy`` or e.g. ``sampling (temperature 1, top-k 0, top-p 0.9)``, with the length limit: for reports."""
+    how = "greedy" if rule["greedy"] else (f"sampling (temperature {rule['temperature']:g}, top-k {rule['top_k']}, "
+                                           f"top-p {rule['top_p']:g})")
+    return f"{how}, max_len {rule['max_len']}"
 
 
 def build_model(recipe, tokenizer=None) -> LatentEBMModel:

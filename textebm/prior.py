@@ -1,7 +1,8 @@
 """The latent energy-based prior p_alpha(z) = exp(f_alpha(z)) N(z; 0, sigma0^2 I) / Z(alpha).
 
 Pang, Han, Nijkamp, Zhu, Wu (2020), "Learning Latent Space Energy-Based Prior Model", eq. (1).
-Depends on torch only, so it can be dropped into any decoder.
+Depends on torch and :mod:`textebm.sampling` only, so it can be dropped into any decoder. Both priors are
+:class:`~textebm.energy.Energy` models: the density, the score, the reference and the chains come from there.
 """
 from __future__ import annotations
 
@@ -9,28 +10,10 @@ import math
 from typing import Optional
 
 import torch
-from torch import nn
 
-ACTIVATIONS = {
-    "leaky_relu": lambda slope: nn.LeakyReLU(slope),
-    "gelu": lambda slope: nn.GELU(),
-    "silu": lambda slope: nn.SiLU(),
-    "swish": lambda slope: nn.SiLU(),
-    "tanh": lambda slope: nn.Tanh(),
-    "elu": lambda slope: nn.ELU(),
-    "relu": lambda slope: nn.ReLU(),
-}
+from .energy import Energy, captures_config, check_activation, mlp, soft_clamp
 
-
-def soft_clamp(x: torch.Tensor, bound: Optional[float]) -> torch.Tensor:
-    """bound * tanh(x / bound): x squashed smoothly into (-bound, bound), about x where |x| << bound.
-
-    ``bound=None`` returns x unchanged.
-    """
-    return x if bound is None else bound * torch.tanh(x / bound)
-
-
-class LatentEBMPrior(nn.Module):
+class LatentEBMPrior(Energy):
     """Energy-based tilt of a Gaussian in latent space.
 
     log p_alpha(z) = f_alpha(z) - |z|^2 / (2 sigma0^2) - (d/2) log(2 pi sigma0^2) - log Z(alpha),
@@ -52,6 +35,7 @@ class LatentEBMPrior(nn.Module):
 
     kind = "ebm"
 
+    @captures_config
     def __init__(self, latent_dim: int, hidden: int = 200, n_layers: int = 2, activation: str = "leaky_relu",
                  negative_slope: float = 0.2, sigma0: float = 1.0, f_clamp: Optional[float] = None):
         super().__init__()
@@ -59,43 +43,23 @@ class LatentEBMPrior(nn.Module):
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
         if not sigma0 > 0:
             raise ValueError(f"sigma0 must be > 0, got {sigma0}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        self.latent_dim = int(latent_dim)
+        check_activation(activation)
+        self.dim = int(latent_dim)
         self.sigma0 = float(sigma0)
         self.f_clamp = f_clamp
-        self.config = dict(kind=self.kind, latent_dim=latent_dim, hidden=hidden, n_layers=n_layers, activation=activation,
-                           negative_slope=negative_slope, sigma0=sigma0, f_clamp=f_clamp)
-        layers, width = [], latent_dim
-        for _ in range(n_layers):
-            layers += [nn.Linear(width, hidden), ACTIVATIONS[activation](negative_slope)]
-            width = hidden
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = mlp(latent_dim, hidden, n_layers, 1, activation, negative_slope)
 
-    # ---- densities -------------------------------------------------------------------------------------
-    def _check(self, z: torch.Tensor) -> None:
-        if not isinstance(z, torch.Tensor):
-            raise TypeError(f"z must be a torch.Tensor of shape (batch, {self.latent_dim}); got {type(z).__name__}")
-        if z.dim() != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"z must have shape (batch, {self.latent_dim}) for this prior; got {tuple(z.shape)}")
-        dev = self.net[-1].weight.device
-        if z.device != dev:
-            raise ValueError(f"z is on {z.device} but the prior's parameters are on {dev}; "
-                             f"move one of them with .to(device)")
+    @property
+    def default_chain(self):
+        """The paper's prior chain (:data:`textebm.sampling.PRIOR_CHAIN`)."""
+        from .sampling import PRIOR_CHAIN
+
+        return PRIOR_CHAIN
 
     def f(self, z: torch.Tensor) -> torch.Tensor:
         """f_alpha(z), the negative energy of the tilt; shape (batch,)."""
         self._check(z)
         return soft_clamp(self.net(z).squeeze(-1), self.f_clamp)
-
-    def log_prob_unnormalized(self, z: torch.Tensor) -> torch.Tensor:
-        """f_alpha(z) - |z|^2 / (2 sigma0^2): log p_alpha(z) up to an additive constant."""
-        return self.f(z) - z.pow(2).sum(-1) / (2.0 * self.sigma0 ** 2)
-
-    def energy(self, z: torch.Tensor) -> torch.Tensor:
-        """Exactly ``-log_prob_unnormalized(z)``."""
-        return -self.log_prob_unnormalized(z)
 
     def log_prob(self, z: torch.Tensor, log_z: float) -> torch.Tensor:
         """Normalized log p_alpha(z), given an estimate of log Z(alpha) (see :meth:`log_partition`)."""
@@ -107,41 +71,7 @@ class LatentEBMPrior(nn.Module):
 
         (The paper's one-page listing writes ``1.0 / z`` for the Gaussian term; ``z / sigma0^2`` is correct.)
         """
-        with torch.enable_grad():
-            zz = z if create_graph and z.requires_grad else z.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.f(zz).sum(), zz, create_graph=create_graph)
-        return g - z / self.sigma0 ** 2
-
-    # ---- sampling --------------------------------------------------------------------------------------
-    def sample_reference(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
-        """n draws from p0 = N(0, sigma0^2 I)."""
-        device = device if device is not None else self.net[0].weight.device
-        return self.sigma0 * torch.randn(n, self.latent_dim, generator=generator, device=device)
-
-    def sample(self, n: int, sampler=None, n_steps: int = 60, step_size=0.4, z0=None,
-               generator: Optional[torch.Generator] = None, return_samples: bool = False, **kwargs):
-        """Draw n samples by short-run MCMC on log p_alpha started at p0 (or at ``z0``).
-
-        ``sampler`` is any sampler object (default Langevin); ``n_steps`` and ``step_size`` (a number or a
-        schedule) default to the paper's K0 = 60, s0 = 0.4; other keywords go to
-        :func:`textebm.sampling.run_chain` (``noise_scale``, ``warm_start``, ``trace``, ...).
-        """
-        from .sampling import Density, Langevin, frozen
-
-        if n < 1 and z0 is None:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if z0 is None:
-            z0 = self.sample_reference(n, generator=generator)
-        else:
-            self._check(z0)
-        sampler = sampler if sampler is not None else Langevin()
-        kwargs.setdefault("name", f"prior {getattr(sampler, 'name', 'sampler')}")
-        log_prob = self.log_prob_unnormalized
-        if kwargs.get("graphs") is not None:  # a captured chain rebuilds its density inside the graph
-            log_prob = Density(lambda: self.log_prob_unnormalized, key=("prior", id(self)), modules=(self,))
-        with frozen(self):
-            out = sampler.sample(log_prob, z0, n_steps=n_steps, step_size=step_size, generator=generator, **kwargs)
-        return out if return_samples else out.z
+        return super().score(z, create_graph)
 
     # ---- normalizer ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -214,44 +144,32 @@ def ais_log_partition(f, z0: torch.Tensor, sigma0: float, n_temps: int = 200, st
     return log_mean_exp_se(log_w)
 
 
-class GaussianPrior(nn.Module):
+class GaussianPrior(Energy):
     """The fixed prior p(z) = N(z; 0, sigma0^2 I): the same model without the energy-based tilt (f = 0).
 
     It is the ablation that tells what the EBM prior adds (``prior.kind: gaussian`` in a recipe): the decoder,
     the posterior sampler and the training loop stay the same, samples are exact draws (no prior chain) and
-    nothing about the prior is learned. It has the interface of :class:`LatentEBMPrior`.
+    nothing about the prior is learned (``fixed``). It has the interface of :class:`LatentEBMPrior`.
     """
 
     kind = "gaussian"
+    fixed = True
 
+    @captures_config
     def __init__(self, latent_dim: int, sigma0: float = 1.0):
         super().__init__()
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
         if not sigma0 > 0:
             raise ValueError(f"sigma0 must be > 0, got {sigma0}")
-        self.latent_dim = int(latent_dim)
+        self.dim = int(latent_dim)
         self.sigma0 = float(sigma0)
-        self.config = dict(kind=self.kind, latent_dim=self.latent_dim, sigma0=self.sigma0)
         self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
-
-    def _check(self, z: torch.Tensor) -> None:
-        if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_dim:
-            shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
-            raise ValueError(f"z must have shape (batch, {self.latent_dim}) for this prior; got {shape}")
 
     def f(self, z: torch.Tensor) -> torch.Tensor:
         """0 for every z (no tilt); shape (batch,)."""
         self._check(z)
         return z.new_zeros(z.shape[0])
-
-    def log_prob_unnormalized(self, z: torch.Tensor) -> torch.Tensor:
-        """-|z|^2 / (2 sigma0^2)."""
-        self._check(z)
-        return -z.pow(2).sum(-1) / (2.0 * self.sigma0 ** 2)
-
-    def energy(self, z: torch.Tensor) -> torch.Tensor:
-        return -self.log_prob_unnormalized(z)
 
     def log_prob(self, z: torch.Tensor, log_z: float = 0.0) -> torch.Tensor:
         """log N(z; 0, sigma0^2 I) (``log_z`` is 0 for this prior and only kept for the common interface)."""
@@ -259,16 +177,13 @@ class GaussianPrior(nn.Module):
         return self.log_prob_unnormalized(z) - 0.5 * d * math.log(2 * math.pi * self.sigma0 ** 2) - log_z
 
     def score(self, z: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """-z / sigma0^2."""
         return -z / self.sigma0 ** 2
 
-    def sample_reference(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
-        device = device if device is not None else self._device_anchor.device
-        return self.sigma0 * torch.randn(n, self.latent_dim, generator=generator, device=device)
-
-    def sample(self, n: int, sampler=None, n_steps: int = 0, step_size: float = 0.0, z0=None,
-               generator: Optional[torch.Generator] = None, return_samples: bool = False, **kwargs):
-        """n exact draws from N(0, sigma0^2 I); no chain is run (``sampler``, ``n_steps``, ``step_size`` are
-        accepted for the common interface and unused)."""
+    def sample(self, n: int, chain=None, z0=None, generator: Optional[torch.Generator] = None,
+               return_samples: bool = False, **run_kwargs):
+        """n exact draws from N(0, sigma0^2 I); no chain is run (``chain`` and ``z0`` are accepted for the
+        common interface and unused)."""
         from .sampling import Samples
 
         if n < 1:
@@ -284,11 +199,8 @@ class GaussianPrior(nn.Module):
 PRIORS = {"ebm": LatentEBMPrior, "gaussian": GaussianPrior}
 
 
-def build_prior(kind: str = "ebm", **kwargs) -> nn.Module:
+def build_prior(kind: str = "ebm", **kwargs) -> Energy:
     """A prior by its recipe name (``ebm`` or ``gaussian``) from its constructor arguments (``prior.config``)."""
     if kind not in PRIORS:
         raise ValueError(f"unknown prior kind {kind!r}; choose one of {sorted(PRIORS)}")
-    cls = PRIORS[kind]
-    if cls is GaussianPrior:
-        kwargs = {k: kwargs[k] for k in ("latent_dim", "sigma0") if k in kwargs}
-    return cls(**kwargs)
+    return PRIORS[kind](**kwargs)

@@ -39,13 +39,14 @@ from .data.batching import Batch
 from .data.modules import build_data
 from .distributed import Distributed
 from .metrics_log import MetricsLogger, first_record_with
-from .model import LatentEBMModel, build_model, chain_settings
+from .model import LatentEBMModel, build_model
 from .objectives import build_objective
 from .objectives.data_ebm import loss_parameters, setup_objective
 from .files import FileFormatError, load_state, progress
 from .runs import CheckpointError, clear_dir, drop_aside, holds_anything, list_checkpoints, load_latest_checkpoint, \
     restore_aside, rng_state, save_checkpoint, set_aside, set_rng_state
 from .sampling import ChainGraphs, ExampleChains, PersistentChains, SamplerDivergedError
+from .sampling.schedules import first_value
 
 VALID_SEED = 12345  # validation chains start from the same noise at every evaluation: numbers stay comparable
 
@@ -222,10 +223,9 @@ class Trainer:
         self.model: LatentEBMModel = build_model(r, self.data.tokenizer).to(self.device)
         try:
             self.objective = build_objective(r.prior.objective, r.prior.amortizer, **r.prior.objective_args)
-            self.prior_chain = chain_settings(r, "prior")
-            self.posterior_chain = chain_settings(r, "posterior")
         except TypeError as e:
-            raise ValueError(f"prior.objective_args / sampler_args: {e}") from None
+            raise ValueError(f"prior.objective_args: {e}") from None
+        self.prior_chain, self.posterior_chain = self.model.prior_chain, self.model.posterior_chain
         setup_objective(self.objective, self.model.latent_dim, self.device)
         self.objective.to(self.device)
         # an amortized sampler trains its generator with its own optimizer (in after_step), averaged across ranks
@@ -319,36 +319,27 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
-    def _scaled(self, chain: dict) -> dict:
-        """A chain's settings with its step sizes multiplied by the divergence back-off (1 until a NaN skip)."""
-        if self.step_scale == 1.0:
-            return dict(chain)
-        return {**chain, "step_size": chain["step_size"].scaled(self.step_scale)}
-
     def sample_prior(self, n: int, z0: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """z- ~ p_alpha by the prior chain (from ``z0``, p0, or the persistent buffer)."""
+        """z- ~ p_alpha by the prior chain (from ``z0``, p0, or the persistent buffer), its step sizes scaled by
+        the divergence back-off (1 until a NaN skip)."""
         prior = self.model.prior
         z0 = prior.sample_reference(n, generator=self.gen) if z0 is None else z0
-        chain = self._scaled(self.prior_chain)
-        if self.prior_store is not None:
-            chain["warm_start"] = self.prior_store
-        return prior.sample(n, z0=z0, generator=self.gen, graphs=self.graphs, **chain)
+        return prior.sample(n, self.prior_chain.scaled(self.step_scale), z0=z0, generator=self.gen,
+                            graphs=self.graphs, warm_start=self.prior_store)
 
     def sample_posterior(self, x: torch.Tensor, index: Optional[torch.Tensor] = None, weight: float = 1.0):
         """z+ ~ p(z | x) by the posterior chain, in eval mode, from p0 or each example's stored chain."""
         model = self.model
         z0 = model.prior.sample_reference(x.shape[0], generator=self.gen)
-        chain = self._scaled(self.posterior_chain)
-        if self.posterior_store is not None:
-            chain.update(warm_start=self.posterior_store, index=index)
+        store = dict(warm_start=self.posterior_store, index=index) if self.posterior_store is not None else {}
         if self.graphs is not None:  # a few padded lengths, so a few graphs (padding is masked: same density)
             x = self.data.bucket(x, self.recipe.sampling.capture_bucket)
         was = model.training
         model.eval()
         try:
             with self.autocast():
-                z = model.sample_posterior(x, z0=z0, generator=self.gen, prior_weight=weight, graphs=self.graphs,
-                                           **chain)
+                z = model.sample_posterior(x, self.posterior_chain.scaled(self.step_scale), z0=z0,
+                                           generator=self.gen, prior_weight=weight, graphs=self.graphs, **store)
         finally:
             model.train(was)
         if self.posterior_store is not None and self.dist.enabled:
@@ -385,7 +376,7 @@ class Trainer:
         if not bool(torch.isfinite(torch.stack([dec_loss.detach(), prior_loss.detach().float(), gn_dec.float(),
                                                 gn_prior.float()])).all()):
             raise SamplerDivergedError("training", self.step, "the loss or its gradient",
-                                       self.posterior_chain["step_size"].start * self.step_scale)
+                                       first_value(self.posterior_chain.step_size) * self.step_scale)
         for o in opts:
             o.step()
         for sc in self.scheds:

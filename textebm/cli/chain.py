@@ -47,9 +47,8 @@ def run(args) -> int:
 
         gen = torch.Generator(device=model.device)
         gen.manual_seed(args.seed)
-        s = model.recipe.sampling if model.recipe is not None else None
-        step_size = args.step_size or (s.prior_step_size if s else 0.4)
-        res = chain_grid(model, args.out or "chain.png", args.steps, args.every, step_size, generator=gen)
+        chain = model.prior_chain.replace(n_steps=args.steps, step_size=args.step_size)
+        res = chain_grid(model, args.out or "chain.png", chain, args.every, generator=gen)
         print("| step | mean log density |\n|---|---|")
         for k, lp in zip(res["steps"], res["mean_log_density"]):
             print(f"| {k} | {lp:.3f} |")

@@ -41,25 +41,18 @@ def run(args) -> int:
     check_output(args.out, "--out")
     model = load_model(args.run, device=str(dev))
     model.eval()
-    rec = model.recipe
-    s = rec.sampling if rec is not None else None
-    g = rec.generate if rec is not None else None
-    steps = args.steps if args.steps is not None else (s.prior_steps if s else 60)
-    step_size = args.step_size or (s.prior_step_size if s else 0.4)
-    gen_kwargs = dict(
-        max_len=args.max_len or (g.max_len if g else 40),
-        greedy=args.greedy or (g.greedy if g and args.temperature is None else False),
-        temperature=args.temperature or (g.temperature if g else 1.0),
-        top_k=args.top_k if args.top_k is not None else (g.top_k if g else 0),
-        top_p=args.top_p or (g.top_p if g else 1.0),
-    )
+    from ..model import recipe_decoding
+
+    chain = model.prior_chain.replace(n_steps=args.steps, step_size=args.step_size)
+    decoding = recipe_decoding(model.recipe, max_len=args.max_len, greedy=True if args.greedy else None,
+                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     gen = torch.Generator(device=dev)
     gen.manual_seed(args.seed)
     if model.is_image:  # one PNG grid
         from ..eval.image import save_image_grid
 
-        images = torch.cat([model.generate(min(args.batch_size, args.n - i), n_steps=steps, step_size=step_size,
-                                           generator=gen).cpu() for i in range(0, args.n, args.batch_size)])
+        images = torch.cat([model.generate(min(args.batch_size, args.n - i), chain=chain, generator=gen).cpu()
+                            for i in range(0, args.n, args.batch_size)])
         path = Path(args.out or "samples.png")
         save_image_grid(images, path)
         log(f"wrote {len(images)} samples to {path}")
@@ -67,7 +60,7 @@ def run(args) -> int:
     left, out = args.n, sys.stdout
     while left > 0:
         m = min(left, args.batch_size)
-        for sent in model.generate(m, n_steps=steps, step_size=step_size, generator=gen, **gen_kwargs):
+        for sent in model.generate(m, chain=chain, generator=gen, **decoding):
             # an empty decode still prints a visible line, so the output has exactly N non-empty lines
             out.write((sent if sent.strip() else "<empty>") + "\n")
         left -= m

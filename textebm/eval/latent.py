@@ -22,35 +22,6 @@ from typing import Iterable, List, Optional, Sequence
 import torch
 
 
-# ---- sampling ---------------------------------------------------------------------------------------------
-def posterior_chains(model, x: torch.Tensor, n_chains: int, n_steps: Optional[int] = None, step_size=None,
-                     generator: Optional[torch.Generator] = None, refine_steps: int = 20,
-                     refine_step_size: float = 0.1) -> torch.Tensor:
-    """(B, C, d) final states of C = ``n_chains`` independent posterior chains per sentence of the batch x.
-
-    The chains run as one batch: ``x.repeat_interleave(C, 0)`` with starts z0 ~ p0 = N(0, sigma0^2 I), through
-    :func:`~textebm.eval.likelihood.posterior_samples`: the recipe's posterior chain on log p_alpha(z) +
-    log p_beta(x | z) (``n_steps`` and ``step_size`` override it), then ``refine_steps`` Langevin steps at
-    temperature 1, so the states are samples of the model's posterior even when training infers z with a
-    sharpened chain. The model is in eval mode (no dropout; its previous mode is restored).
-    """
-    from .likelihood import posterior_samples
-
-    if n_chains < 1:
-        raise ValueError(f"n_chains must be >= 1, got {n_chains}")
-    B = x.shape[0]
-    x_rep = x.repeat_interleave(n_chains, 0)
-    was = model.training
-    model.eval()
-    try:
-        z0 = model.prior.sample_reference(B * n_chains, generator=generator, device=x.device)
-        z = posterior_samples(model, x_rep, z0, n_steps, step_size, refine_steps=refine_steps,
-                              refine_step_size=refine_step_size, generator=generator)
-    finally:
-        model.train(was)
-    return z.detach().view(B, n_chains, -1)
-
-
 def _check_chains(chains: torch.Tensor, min_chains: int, min_n: int = 2) -> torch.Tensor:
     if not isinstance(chains, torch.Tensor) or chains.dim() != 3:
         raise ValueError("chains must be a tensor of shape (sentences, chains, latent_dim)")
@@ -437,14 +408,14 @@ def implausible(out: dict, z_crit: float = 3.0) -> Optional[str]:
             "posterior (a diverged or very peaked prior?), so these latent diagnostics are not trustworthy")
 
 
-def latent_diagnostics(model, batches: Iterable[torch.Tensor], n_chains: int = 8, n_steps: Optional[int] = None,
-                       step_size: Optional[float] = None, seed: int = 0, n_importance: int = 32,
+def latent_diagnostics(model, batches: Iterable[torch.Tensor], n_chains: int = 8, chain=None, seed: int = 0, n_importance: int = 32,
                        log_z=None, log_z_samples: int = 100_000, n_eval: int = 1,
                        au_threshold: float = 0.01, max_len: Optional[int] = None) -> dict:
     """All latent-usage diagnostics over padded LongTensor batches, from one run of the chains per batch.
 
-    Per batch: C = ``n_chains`` posterior chains per sentence (:func:`posterior_chains`, ``n_steps`` and
-    ``step_size`` default to the recipe's posterior_steps / posterior_step_size), z+ = the first chain's state.
+    Per batch: C = ``n_chains`` posterior chains per sentence (:func:`~textebm.eval.likelihood.posterior_chains`:
+    ``chain``, default the model's posterior chain, then a refinement at temperature 1), z+ = the first chain's
+    state.
     Over all sentences:
 
     * ``mi``, ``mi_se``, ``mi_max``: :func:`mutual_information` of all chains (cross-fitted, ``n_eval``);
@@ -466,13 +437,11 @@ def latent_diagnostics(model, batches: Iterable[torch.Tensor], n_chains: int = 8
     MI and active units need >= 2 sentences and >= n_eval + 2 chains (else None). Seeded: same seed, same
     numbers.
     """
-    from .likelihood import gaussian_from_samples, importance_log_likelihood
+    from .likelihood import gaussian_from_samples, importance_log_likelihood, posterior_chains
 
     if n_chains < 2:
         raise ValueError(f"n_chains must be >= 2 (the IS proposal and the diagnostics need spread), got {n_chains}")
-    from ..model import chain_settings, describe_chain
-
-    chain = describe_chain(chain_settings(getattr(model, "recipe", None), "posterior", n_steps, step_size))
+    chain = chain or model.posterior_chain
     was = model.training
     model.eval()
     all_chains, recon, is_nll, is_se, gaps = [], [], [], [], []
@@ -488,7 +457,7 @@ def latent_diagnostics(model, batches: Iterable[torch.Tensor], n_chains: int = 8
                 perm_gen = torch.Generator()
                 perm_gen.manual_seed(seed + 1)
                 lz, lz_se = _log_z(model, log_z, log_z_samples, seed)
-            chains = posterior_chains(model, x, n_chains, n_steps, step_size, generator=gen)
+            chains = posterior_chains(model, x, n_chains, chain, generator=gen)
             all_chains.append(chains.cpu())
             z = chains[:, 0]
             with torch.no_grad():
@@ -518,8 +487,10 @@ def latent_diagnostics(model, batches: Iterable[torch.Tensor], n_chains: int = 8
     chains = torch.cat(all_chains)
     N = chains.shape[0]
     recon_t, is_t = torch.cat(recon), torch.cat(is_nll)
-    out = {"n_sentences": N, "n_chains": n_chains, "latent_dim": int(chains.shape[2]), "n_steps": chain["n_steps"],
-           "step_size": chain["step_size"], "n_importance": n_importance, "log_z": lz, "log_z_se": lz_se, "seed": seed}
+    described = chain.describe()
+    out = {"n_sentences": N, "n_chains": n_chains, "latent_dim": int(chains.shape[2]),
+           "n_steps": described["n_steps"], "step_size": described["step_size"], "n_importance": n_importance,
+           "log_z": lz, "log_z_se": lz_se, "seed": seed}
     if N >= 2 and n_chains >= n_eval + 2:
         mi = mutual_information(chains, n_eval=n_eval)
         au = active_units(chains, threshold=au_threshold)

@@ -11,9 +11,10 @@ q(z | x) is a Gaussian fitted to posterior Langevin samples of x: ``n_chains`` c
 covariance; the covariance is multiplied by ``inflation`` (> 1 gives heavier proposal tails than the fitted
 posterior, which keeps the weights' variance bounded when the fit is too narrow).
 
-log p_alpha needs log Z(alpha) = log E_{p0}[exp f_alpha(z)], estimated once per model with
-:meth:`LatentEBMPrior.log_partition` (plain Monte Carlo under p0). Every log p(x) estimate inherits its error:
-an error e in log Z shifts every log p(x) by -e, i.e. the total NLL of N examples by N e.
+log p_alpha needs log Z(alpha) = log E_{p0}[exp f_alpha(z)], estimated once per model by
+:func:`estimate_log_partition`: annealed importance sampling from p0 by default
+(:meth:`LatentEBMPrior.log_partition_ais`), plain Monte Carlo under p0 on request. Every log p(x) estimate
+inherits its error: an error e in log Z shifts every log p(x) by -e, i.e. the total NLL of N examples by N e.
 
 Bias: E[log p_hat(x)] <= log p(x) (Jensen), so the estimated NLL is an upper bound in expectation (up to the
 error of log Z, which enters with the opposite sign because log Z's own estimate is biased low).
@@ -29,7 +30,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from ..files import progress as progress_bar
-from ..model import chain_settings, describe_chain
+from ..sampling import POSTERIOR_CHAIN, ChainConfig
 
 #: Defaults of :func:`evaluate_nll` (and ``textebm eval --nll``), chosen so the quickstart run evaluates in
 #: well under two minutes on two CPU cores.
@@ -101,46 +102,54 @@ def gaussian_from_samples(z: torch.Tensor, inflation: float = 1.5, covariance: s
 #: a log Z standard error above this (nats) makes the NLL untrustworthy; the report says so
 LOG_Z_SE_WARN = 0.1
 
-#: the refinement after the recipe's chain, before a proposal is fitted: Langevin at temperature 1 (noise scale 1)
-#: with the paper's posterior step size s1 (Pang et al. 2020), so that the proposal has the width of the model's
-#: posterior even when training infers z with a sharpened (low-noise) chain
-REFINE = dict(refine_steps=20, refine_step_size=0.1)
+#: the refinement after the model's posterior chain, before a proposal is fitted or a diagnostic computed:
+#: the paper's posterior chain (20 Langevin steps of s1 = 0.1) at temperature 1 (noise scale 1), so that the
+#: samples have the width of the model's posterior even when training infers z with a sharpened (low-noise) chain
+REFINE_CHAIN = POSTERIOR_CHAIN.replace(name="posterior chain (refinement at temperature 1)")
 
 
-def posterior_samples(model, x, z0: torch.Tensor, n_steps: Optional[int] = None, step_size=None,
-                      z_clamp: Optional[float] = None, refine_steps: int = REFINE["refine_steps"],
-                      refine_step_size: float = REFINE["refine_step_size"],
+def posterior_samples(model, x, z0: Optional[torch.Tensor] = None, chain: Optional[ChainConfig] = None,
+                      refine: Optional[ChainConfig] = REFINE_CHAIN,
                       generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Samples of the model's posterior p(z | x) from ``z0``: the recipe's posterior chain (which finds where the
-    posterior is; ``n_steps`` / ``step_size`` override it), then ``refine_steps`` Langevin steps of size
-    ``refine_step_size`` with noise scale 1, which spread a sharpened chain's states to the posterior's own width."""
-    from ..sampling import Langevin
-
-    z = model.sample_posterior(x, z0=z0, n_steps=n_steps, step_size=step_size, z_clamp=z_clamp,
-                               generator=generator, name="posterior chain (evaluation)")
-    if refine_steps:
-        z = model.sample_posterior(x, z0=z, n_steps=refine_steps, step_size=refine_step_size, noise_scale=1.0,
-                                   sampler=Langevin(), z_clamp=z_clamp, generator=generator,
-                                   name="posterior chain (refinement at temperature 1)")
+    """Samples of the model's posterior p(z | x): ``chain`` (default: the model's posterior chain, from ``z0``
+    or where the chain starts), which finds where the posterior is, then ``refine`` (default
+    :data:`REFINE_CHAIN`, with the model chain's clamp; None: no refinement), which spreads a sharpened chain's
+    states to the posterior's own width."""
+    chain = chain or model.posterior_chain
+    z = model.sample_posterior(x, chain, z0=z0, generator=generator, name=f"{chain.name} (evaluation)")
+    if refine is not None and refine.n_steps:
+        z = model.sample_posterior(x, refine.replace(z_clamp=chain.z_clamp), z0=z, generator=generator)
     return z
 
 
+def posterior_chains(model, x: torch.Tensor, n_chains: int, chain: Optional[ChainConfig] = None,
+                     refine: Optional[ChainConfig] = REFINE_CHAIN,
+                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(B, C, d) final states of C = ``n_chains`` independent posterior chains per example of the batch x
+    (:func:`posterior_samples`, run as one batch of B * C rows), with the model in eval mode (no dropout; its
+    mode is restored). x may be any batch the decoder accepts whose first dimension indexes examples."""
+    if n_chains < 1:
+        raise ValueError(f"n_chains must be >= 1, got {n_chains}")
+    B = x.shape[0]
+    was = model.training
+    model.eval()
+    try:
+        z = posterior_samples(model, x.repeat_interleave(n_chains, 0), None, chain, refine, generator)
+    finally:
+        model.train(was)
+    return z.detach().view(B, n_chains, -1)
+
+
 @torch.no_grad()
-def fit_posterior_proposal(model, x, n_chains: int = 16, n_steps: Optional[int] = None, step_size=None,
+def fit_posterior_proposal(model, x, n_chains: int = 16, chain: Optional[ChainConfig] = None,
                            inflation: float = 1.5, covariance: str = "diag", min_var: float = 1e-4,
-                           shrinkage: float = 0.1, z_clamp: Optional[float] = None,
-                           refine_steps: int = REFINE["refine_steps"], refine_step_size: float = REFINE["refine_step_size"],
+                           shrinkage: float = 0.1, refine: Optional[ChainConfig] = REFINE_CHAIN,
                            generator: Optional[torch.Generator] = None) -> GaussianProposal:
-    """Run ``n_chains`` posterior chains per example of x (:func:`posterior_samples`: the recipe's chain from p0,
-    then a refinement at temperature 1) and fit :func:`gaussian_from_samples` to their last states. x may be any
-    batch the decoder accepts whose first dimension indexes examples."""
+    """:func:`gaussian_from_samples` fitted to ``n_chains`` posterior chains per example of x
+    (:func:`posterior_chains`)."""
     if n_chains < 2:
         raise ValueError(f"n_chains must be >= 2 to fit a proposal, got {n_chains}")
-    B = x.shape[0]
-    x_rep = x.repeat_interleave(n_chains, 0)
-    z0 = model.prior.sample_reference(B * n_chains, generator=generator)
-    z = posterior_samples(model, x_rep, z0, n_steps, step_size, z_clamp, refine_steps, refine_step_size,
-                          generator).view(B, n_chains, -1)
+    z = posterior_chains(model, x, n_chains, chain, refine, generator)
     return gaussian_from_samples(z, inflation=inflation, covariance=covariance, min_var=min_var,
                                  shrinkage=shrinkage)
 
@@ -249,8 +258,8 @@ def _batches(ids: List[List[int]], batch_size: int):
 NLL_PROTOCOL = (
     "NLL by importance sampling: log p(x) ~= logmeanexp_k [log p_alpha(z_k) + log p_beta(x|z_k) - log q(z_k|x)] "
     "with K = {n_importance} samples z_k ~ q(z|x); q is a {covariance} Gaussian fitted to {n_chains} posterior "
-    "chains per sentence ({sampler}, {n_steps} steps of size {step_size}, noise scale {noise_scale}, from "
-    "N(0, sigma0^2 I), the recipe's posterior chain unless overridden, then {refine_steps} Langevin steps of size "
+    "chains per sentence ({sampler}, {n_steps} steps of size {step_size}, noise scale {noise_scale}, started at "
+    "{start}, the recipe's posterior chain unless overridden, then {refine_steps} Langevin steps of size "
     "{refine_step_size} at temperature 1 (noise scale 1), so the proposal has the posterior's width; last state of each "
     "chain), its (co)variance multiplied by {inflation} for heavier tails. log p_alpha includes -log Z(alpha), "
     "estimated once per model by annealed importance sampling from N(0, sigma0^2 I) (log_z_samples / 100 = "
@@ -265,8 +274,8 @@ NLL_PROTOCOL = (
 
 @torch.no_grad()
 def evaluate_nll(model, sentences: Sequence[str], n_importance: int = NLL_DEFAULTS["n_importance"],
-                 n_chains: int = NLL_DEFAULTS["n_chains"], n_steps: Optional[int] = None,
-                 step_size: Optional[float] = None, inflation: float = NLL_DEFAULTS["inflation"],
+                 n_chains: int = NLL_DEFAULTS["n_chains"], chain: Optional[ChainConfig] = None,
+                 inflation: float = NLL_DEFAULTS["inflation"],
                  covariance: str = NLL_DEFAULTS["covariance"], log_z_samples: int = NLL_DEFAULTS["log_z_samples"],
                  log_z: Optional[tuple] = None, batch_size: int = NLL_DEFAULTS["batch_size"], seed: int = 0,
                  progress: bool = False) -> dict:
@@ -277,13 +286,10 @@ def evaluate_nll(model, sentences: Sequence[str], n_importance: int = NLL_DEFAUL
     total (``nll_total_se_is``), the total's shift for a one-standard-error change of log Z
     (``nll_total_se_log_z``), the mean effective sample size, the counts, and ``protocol``.
     """
-    r = model.recipe
-    s = r.sampling if r is not None else None
-    chain = describe_chain(chain_settings(r, "posterior", n_steps, step_size))
-    z_clamp = s.z_clamp if s else None
-    settings = dict(n_importance=n_importance, n_chains=n_chains, n_steps=chain["n_steps"],
-                    step_size=chain["step_size"], noise_scale=chain["noise_scale"], sampler=chain["sampler"], **REFINE,
-                    inflation=inflation, covariance=covariance, log_z_samples=log_z_samples, seed=seed,
+    chain = chain or model.posterior_chain
+    settings = dict(n_importance=n_importance, n_chains=n_chains, **chain.describe(),
+                    refine_steps=REFINE_CHAIN.n_steps, refine_step_size=REFINE_CHAIN.step_size, inflation=inflation,
+                    covariance=covariance, log_z_samples=log_z_samples, seed=seed,
                     batch_size=batch_size)
     ids, stats = _encode_for_model(model, sentences)
     out = {"settings": settings, "protocol": NLL_PROTOCOL.format(**settings), "n_input_sentences": len(sentences),
@@ -310,8 +316,8 @@ def evaluate_nll(model, sentences: Sequence[str], n_importance: int = NLL_DEFAUL
         for idx in _batches(ids, batch_size):
             x = pad_batch([ids[i] for i in idx], pad).to(model.device)
             res = importance_log_likelihood(model, x, lz, n_importance=n_importance, generator=gen,
-                                            n_chains=n_chains, n_steps=n_steps, step_size=step_size,
-                                            inflation=inflation, covariance=covariance, z_clamp=z_clamp)
+                                            n_chains=n_chains, chain=chain, inflation=inflation,
+                                            covariance=covariance)
             t = torch.as_tensor(idx)
             log_px[t], se[t], ess[t] = res.log_px, res.se, res.ess
             if bar is not None:
@@ -344,22 +350,20 @@ def evaluate_nll(model, sentences: Sequence[str], n_importance: int = NLL_DEFAUL
 
 RECON_PROTOCOL = (
     "Reconstruction NLL: -log p_beta(x|z+) at one posterior sample z+ per sentence (the recipe's posterior chain "
-    "unless overridden: {sampler}, {n_steps} steps of size {step_size}, noise scale {noise_scale}, from "
-    "N(0, sigma0^2 I); "
+    "unless overridden: {sampler}, {n_steps} steps of size {step_size}, noise scale {noise_scale}, started at "
+    "{start}; "
     "seed {seed}), decoder in eval mode. Reported per sentence (nats) and per token (tokens include </s>); "
     "it is not a likelihood of x (z+ depends on x) and is not comparable to the NLL."
 )
 
 
 @torch.no_grad()
-def evaluate_reconstruction(model, sentences: Sequence[str], n_steps: Optional[int] = None,
-                            step_size: Optional[float] = None, batch_size: int = 64, seed: int = 0) -> dict:
-    """Mean -log p_beta(x | z+) at posterior samples z+ ~ p(z | x) (short-run Langevin), per sentence and token."""
-    r = model.recipe
-    s = r.sampling if r is not None else None
-    chain = describe_chain(chain_settings(r, "posterior", n_steps, step_size))
-    settings = dict(n_steps=chain["n_steps"], step_size=chain["step_size"], noise_scale=chain["noise_scale"],
-                    sampler=chain["sampler"], seed=seed, batch_size=batch_size)
+def evaluate_reconstruction(model, sentences: Sequence[str], chain: Optional[ChainConfig] = None,
+                            batch_size: int = 64, seed: int = 0) -> dict:
+    """Mean -log p_beta(x | z+) at posterior samples z+ ~ p(z | x) by ``chain`` (default: the model's posterior
+    chain), per sentence and token."""
+    chain = chain or model.posterior_chain
+    settings = dict(**chain.describe(), seed=seed, batch_size=batch_size)
     ids, stats = _encode_for_model(model, sentences)
     out = {"settings": settings, "protocol": RECON_PROTOCOL.format(**settings), **stats}
     if not ids:
@@ -375,9 +379,7 @@ def evaluate_reconstruction(model, sentences: Sequence[str], n_steps: Optional[i
     try:
         for idx in _batches(ids, batch_size):
             x = pad_batch([ids[i] for i in idx], model.tokenizer.pad_id).to(model.device)
-            z0 = model.prior.sample_reference(x.shape[0], generator=gen)
-            z = model.sample_posterior(x, z0=z0, n_steps=n_steps, step_size=step_size, generator=gen,
-                                       z_clamp=s.z_clamp if s else None)
+            z = model.sample_posterior(x, chain, generator=gen)
             total += float(-model.decoder.log_prob(x, z).sum())
     finally:
         model.train(was)

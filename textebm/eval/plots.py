@@ -241,7 +241,8 @@ def plot_prior_chain(run, out_dir=None, steps: int = 200, n_chains: int = 64, se
     if model.prior.kind != "ebm":
         return None, "the Gaussian prior is sampled exactly: no chain to draw"
     gen = torch.Generator().manual_seed(seed)
-    out = model.sample_prior(n_chains, n_steps=steps, generator=gen, trace=True, return_samples=True)
+    out = model.sample_prior(n_chains, model.prior_chain.replace(n_steps=steps), generator=gen, trace=True,
+                             return_samples=True)
     name = (run.parent if run.is_file() else run).resolve().name
     out_dir = Path(out_dir) if out_dir is not None else (run.parent if run.is_file() else run) / "plots"
     path = plot_chain(out.trace, out_dir / "energy_profile.png",

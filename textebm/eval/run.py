@@ -104,6 +104,13 @@ def grammar_truth(model, args, samples, train_s, subset, nll) -> dict | None:
     return out
 
 
+def decoding_args(args) -> dict:
+    """The decoding rule's overrides given on ``textebm eval``'s command line (None: the recipe's)."""
+    return dict(max_len=getattr(args, "max_len", None), greedy=True if getattr(args, "greedy", False) else None,
+                temperature=getattr(args, "temperature", None), top_k=getattr(args, "top_k", None),
+                top_p=getattr(args, "top_p", None))
+
+
 def evaluate_run(model, args, run_path) -> dict:
     """Everything ``textebm eval`` computes for ``model``, as a JSON-ready report (see docs/evaluation.md).
 
@@ -113,6 +120,7 @@ def evaluate_run(model, args, run_path) -> dict:
     import torch
 
     from . import likelihood, text
+    from .text import chain_words
 
     chosen = [m for m in METRICS if getattr(args, m, False)]
     if args.all or not chosen:
@@ -126,8 +134,9 @@ def evaluate_run(model, args, run_path) -> dict:
         t0 = time.perf_counter()
         report = evaluate_image_run(model, split=args.split, max_images=args.max_sentences,
                                     inception=args.inception, fid_samples=args.fid_samples or 0, seed=args.seed,
-                                    posterior_steps=args.posterior_steps,
-                                    posterior_step_size=args.posterior_step_size, grids_dir=args.grids)
+                                    posterior_chain=model.posterior_chain.replace(
+                                        n_steps=args.posterior_steps, step_size=args.posterior_step_size),
+                                    grids_dir=args.grids)
         report["run"] = run_info(model, run_path)
         report["timing_s"] = {"total": time.perf_counter() - t0}
         report["messages"] = []
@@ -150,14 +159,10 @@ def evaluate_run(model, args, run_path) -> dict:
         else:
             n = args.n_samples or len(train_s)
             log(f"generating {n} samples ...")
-            samples, dec = text.generate_samples(model, n, seed=args.seed, batch_size=1000)
+            samples, dec = text.generate_samples(model, n, seed=args.seed, batch_size=1000, **decoding_args(args))
             report["samples"] = {"source": "generated", "n": len(samples), **dec,
-                                 "protocol": (f"{n} samples: z from {dec['prior_steps']} prior Langevin steps of "
-                                              f"size {dec['prior_step_size']} from N(0, sigma0^2 I), decoded "
-                                              + ("greedily" if dec["greedy"] else
-                                                 f"by sampling (temperature {dec['temperature']}, top-k "
-                                                 f"{dec['top_k']}, top-p {dec['top_p']})")
-                                              + f", max_len {dec['max_len']}, seed {args.seed}")}
+                                 "protocol": (f"{n} samples: z from the prior chain ({chain_words(dec['prior_chain'])}) "
+                                              f"from N(0, sigma0^2 I), decoded by {dec['decoding']}, seed {args.seed}")}
             if args.save_samples:
                 Path(args.save_samples).write_text("".join(s + "\n" for s in samples), encoding="utf-8")
         report["samples"]["n_empty"] = sum(1 for s in samples if not s.split())
@@ -180,11 +185,11 @@ def evaluate_run(model, args, run_path) -> dict:
         report["diversity"] = text.diversity(samples, self_bleu_max=args.self_bleu_max, seed=args.seed)
         report["timing_s"]["diversity"] = time.perf_counter() - t0
     subset = real[:args.max_sentences] if args.max_sentences else list(real)
+    chain = model.posterior_chain.replace(n_steps=args.posterior_steps, step_size=args.posterior_step_size)
     if "nll" in chosen:
         t0 = time.perf_counter()
         log(f"NLL: importance sampling on {len(subset)} {args.split} sentences ...")
-        kw = {k: v for k, v in dict(n_importance=args.importance_samples, n_chains=args.chains,
-                                    n_steps=args.posterior_steps, step_size=args.posterior_step_size,
+        kw = {k: v for k, v in dict(n_importance=args.importance_samples, n_chains=args.chains, chain=chain,
                                     inflation=args.inflation, covariance=args.covariance,
                                     log_z_samples=args.log_z_samples).items() if v is not None}
         report["nll"] = likelihood.evaluate_nll(model, subset, seed=args.seed,
@@ -192,16 +197,14 @@ def evaluate_run(model, args, run_path) -> dict:
         report["timing_s"]["nll"] = time.perf_counter() - t0
     if "recon" in chosen:
         t0 = time.perf_counter()
-        report["recon"] = likelihood.evaluate_reconstruction(model, subset, n_steps=args.posterior_steps,
-                                                             step_size=args.posterior_step_size, seed=args.seed)
+        report["recon"] = likelihood.evaluate_reconstruction(model, subset, chain=chain, seed=args.seed)
         report["timing_s"]["recon"] = time.perf_counter() - t0
     if "latent" in chosen:
         t0 = time.perf_counter()
         from .latent import latent_diagnostics_for_sentences
 
         log(f"latent diagnostics on {len(subset)} {args.split} sentences ...")
-        kw = {k: v for k, v in dict(n_chains=args.chains, n_steps=args.posterior_steps,
-                                    step_size=args.posterior_step_size).items() if v is not None}
+        kw = {k: v for k, v in dict(n_chains=args.chains, chain=chain).items() if v is not None}
         report["latent"] = latent_diagnostics_for_sentences(model, subset, max_sentences=None, seed=args.seed, **kw)
         report["latent"]["protocol"] = LATENT_PROTOCOL
         report["timing_s"]["latent"] = time.perf_counter() - t0

@@ -62,23 +62,19 @@ def tokens(sentence: str) -> List[str]:
 
 
 # ---- generation ------------------------------------------------------------------------------------------
-def generate_samples(model, n: int, seed: int = 0, n_steps: Optional[int] = None,
-                     step_size: Optional[float] = None, batch_size: int = 500, **decoding) -> tuple:
-    """n sentences from the model: z by prior Langevin (K0, s0 from the recipe unless given), then decoding
-    with the recipe's ``generate`` settings (overridden by ``decoding``). Returns (samples, settings dict)."""
+def generate_samples(model, n: int, seed: int = 0, chain=None, batch_size: int = 500, **decoding) -> tuple:
+    """n sentences from the model: z by the prior chain ``chain`` (default: the model's,
+    :attr:`~textebm.model.LatentEBMModel.prior_chain`), then decoding with the recipe's ``generate`` rule
+    overridden by ``decoding`` (:func:`~textebm.model.recipe_decoding`). Returns (samples, settings): the chain
+    (``prior_chain``), the decoding rule, its description (``decoding``) and the seed."""
     import torch
+
+    from ..model import describe_decoding, recipe_decoding
 
     if n < 1:
         raise ValueError(f"number of samples must be >= 1, got {n}")
-    r = model.recipe
-    s, g = (r.sampling, r.generate) if r is not None else (None, None)
-    settings = dict(
-        prior_steps=n_steps if n_steps is not None else (s.prior_steps if s else 60),
-        prior_step_size=step_size if step_size is not None else (s.prior_step_size if s else 0.4),
-        max_len=g.max_len if g else 40, greedy=g.greedy if g else False,
-        temperature=g.temperature if g else 1.0, top_k=g.top_k if g else 0, top_p=g.top_p if g else 1.0,
-    )
-    settings.update({k: v for k, v in decoding.items() if v is not None})
+    chain = chain or model.prior_chain
+    rule = recipe_decoding(model.recipe, **decoding)
     was = model.training
     model.eval()
     gen = torch.Generator(device=model.device)
@@ -88,14 +84,11 @@ def generate_samples(model, n: int, seed: int = 0, n_steps: Optional[int] = None
         left = n
         while left > 0:
             m = min(left, batch_size)
-            out += model.generate(m, n_steps=settings["prior_steps"], step_size=settings["prior_step_size"],
-                                  generator=gen, max_len=settings["max_len"], greedy=settings["greedy"],
-                                  temperature=settings["temperature"], top_k=settings["top_k"],
-                                  top_p=settings["top_p"])
+            out += model.generate(m, chain=chain, generator=gen, **rule)
             left -= m
     finally:
         model.train(was)
-    settings["seed"] = seed
+    settings = dict(prior_chain=chain.replace(start="reference").describe(), **rule, decoding=describe_decoding(rule), seed=seed)
     return [" ".join(tokens(x)) for x in out], settings
 
 
@@ -347,40 +340,38 @@ def diversity(samples: Sequence[str], self_bleu_max: int = 1000, seed: int = 0) 
 
 
 # ---- long-run prior chain (Pang et al. 2020, Table 3) ------------------------------------------------------
-CHAIN_PROTOCOL = ("One prior Langevin chain z_{{k+1}} = z_k + (s^2/2) grad log p_alpha(z_k) + s eps_k, "
-                  "z_0 ~ N(0, sigma0^2 I), s = {step_size}, {steps} steps, seed {seed}; every {every} steps z_k is "
-                  "decoded greedily (max_len {max_len}) and log p_alpha(z_k) is reported unnormalized "
+CHAIN_PROTOCOL = ("One long prior chain: {chain}, from z_0 ~ N(0, sigma0^2 I), seed {seed}; every {every} steps z_k "
+                  "is decoded greedily (max_len {max_len}) and log p_alpha(z_k) is reported unnormalized "
                   "(f_alpha(z) - |z|^2 / (2 sigma0^2), i.e. without -log Z and the Gaussian constant).")
 
 
 def long_run_chain(model, steps: int = 100, every: int = 20, step_size: Optional[float] = None, seed: int = 0,
                    max_len: Optional[int] = None) -> dict:
-    """Run one long prior Langevin chain and decode z along it (the paper's Table 3 shows such chains).
+    """Run one long prior chain (the model's prior chain with ``steps`` steps, and ``step_size`` if given) and
+    decode z along it (the paper's Table 3 shows such chains).
 
     Returns ``rows`` (step, log_density, sentence) at steps 0, every, 2*every, ... and the last step, and
     ``trace``: the unnormalized log-density ``prior.log_prob_unnormalized(z_k)`` at every step k = 0..steps.
     """
     import torch
 
-    from ..sampling import langevin
+    from ..model import recipe_decoding
 
     if steps < 0:
         raise ValueError(f"--steps must be >= 0, got {steps}")
     if every < 1:
         raise ValueError(f"--every must be >= 1, got {every}")
-    r = model.recipe
-    step_size = step_size if step_size is not None else (r.sampling.prior_step_size if r is not None else 0.4)
-    if not step_size > 0:
+    if step_size is not None and not step_size > 0:
         raise ValueError(f"--step-size must be > 0, got {step_size}")
-    max_len = max_len if max_len is not None else (r.generate.max_len if r is not None else 40)
+    chain = model.prior_chain.replace(n_steps=steps, step_size=step_size, start="reference",
+                                      name="prior chain (long run)")
+    max_len = recipe_decoding(model.recipe, max_len=max_len)["max_len"]
     was = model.training
     model.eval()
     try:
         gen = torch.Generator(device=model.device)
         gen.manual_seed(seed)
-        z0 = model.prior.sample_reference(1, generator=gen)
-        out = langevin(model.prior.log_prob_unnormalized, z0, steps, step_size, trace=True,
-                       snapshot_every=every, generator=gen, name="prior langevin (long run)")
+        out = model.sample_prior(1, chain, generator=gen, trace=True, snapshot_every=every, return_samples=True)
         zs = torch.cat([z for _, z in out.snapshots])
         with torch.no_grad():
             sents = model.generate(z=zs, greedy=True, max_len=max_len)
@@ -390,7 +381,13 @@ def long_run_chain(model, steps: int = 100, every: int = 20, step_size: Optional
         model.train(was)
     rows = [{"step": k, "log_density": out.trace[k], "sentence": s, "z": z[0].tolist()}
             for (k, z), s in zip(out.snapshots, sents)]
+    described = chain.describe()
     return {"rows": rows, "trace": out.trace,
-            "settings": dict(steps=steps, every=every, step_size=step_size, seed=seed, max_len=max_len),
-            "protocol": CHAIN_PROTOCOL.format(steps=steps, every=every, step_size=step_size, seed=seed,
+            "settings": dict(steps=steps, every=every, step_size=described["step_size"], seed=seed,
+                             max_len=max_len, chain=described),
+            "protocol": CHAIN_PROTOCOL.format(chain=chain_words(described), every=every, seed=seed,
                                               max_len=max_len)}
+
+
+def chain_words(d: dict) -> str:
+    return f"{d['n_steps']} {d['sampler']} steps of size {d['step_size']} (noise scale {d['noise_scale']})"

@@ -16,9 +16,10 @@ def _batches(x: torch.Tensor, batch_size: int):
         yield x[i:i + batch_size]
 
 
-def posterior_scores(model, images: torch.Tensor, n_steps: Optional[int] = None, step_size=None,
-                     batch_size: int = 100, generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
-    """Per-image scores at a posterior sample z+ ~ p(z | x) (short-run Langevin from p0), one chain per image:
+def posterior_scores(model, images: torch.Tensor, chain=None, batch_size: int = 100,
+                     generator: Optional[torch.Generator] = None) -> Dict[str, torch.Tensor]:
+    """Per-image scores at a posterior sample z+ ~ p(z | x) by ``chain`` (default: the model's posterior chain),
+    one chain per image:
 
         joint          = -[f(z+) - |z+|^2 / (2 sigma0^2) + log p_beta(x | z+)]   (Pang et al. 2020, Sec. 5.4)
         prior          = -[f(z+) - |z+|^2 / (2 sigma0^2)]
@@ -30,7 +31,7 @@ def posterior_scores(model, images: torch.Tensor, n_steps: Optional[int] = None,
     out = {"joint": [], "prior": [], "reconstruction": [], "squared_error": []}
     for x in _batches(images, batch_size):
         x = x.to(device)
-        z = model.sample_posterior(x, n_steps=n_steps, step_size=step_size, generator=generator)
+        z = model.sample_posterior(x, chain, generator=generator)
         with torch.no_grad():
             mean = model.decoder.mean(z)
             lp_prior = model.prior.log_prob_unnormalized(z)
@@ -42,46 +43,48 @@ def posterior_scores(model, images: torch.Tensor, n_steps: Optional[int] = None,
     return {k: torch.cat(v).double() for k, v in out.items()}
 
 
-def reconstruction_mse(model, images: torch.Tensor, n_steps: Optional[int] = None, step_size=None,
-                       batch_size: int = 100, generator: Optional[torch.Generator] = None) -> float:
-    """Mean over images and pixel values of (x - g(z+))^2, z+ from posterior Langevin (the paper's MSE)."""
-    sq = posterior_scores(model, images, n_steps, step_size, batch_size, generator)["squared_error"]
+def reconstruction_mse(model, images: torch.Tensor, chain=None, batch_size: int = 100,
+                       generator: Optional[torch.Generator] = None) -> float:
+    """Mean over images and pixel values of (x - g(z+))^2, z+ from the posterior chain (the paper's MSE)."""
+    sq = posterior_scores(model, images, chain, batch_size, generator)["squared_error"]
     return float(sq.sum()) / images.numel()
 
 
-def sample_images(model, n: int, n_steps: Optional[int] = None, step_size=None, batch_size: int = 100,
+def sample_images(model, n: int, chain=None, batch_size: int = 100,
                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """n images g(z-), z- from prior Langevin (K0 steps of size s0 from p0)."""
+    """n images g(z-), z- by the prior chain ``chain`` (default: the model's)."""
     out = []
     for i in range(0, n, batch_size):
-        z = model.sample_prior(min(batch_size, n - i), n_steps=n_steps, step_size=step_size, generator=generator)
+        z = model.sample_prior(min(batch_size, n - i), chain, generator=generator)
         with torch.no_grad():
             out.append(model.decoder.mean(z).cpu())
     return torch.cat(out)
 
 
-def write_image_grids(model, images: torch.Tensor, out_dir, n: int = 64, prior_steps: Optional[int] = None,
-                      prior_step_size=None, posterior_steps: Optional[int] = None, posterior_step_size=None,
+def write_image_grids(model, images: torch.Tensor, out_dir, n: int = 64, prior_chain=None, posterior_chain=None,
                       chain_steps: int = 600, chains: int = 8, columns: int = 10,
                       generator: Optional[torch.Generator] = None) -> Dict[str, str]:
     """PNG grids a person can look at: prior samples, data beside reconstructions, and long prior chains.
 
     samples.png          n images g(z-);
     reconstructions.png  rows alternate n/2 data images and their reconstructions g(z+);
-    chain.png            ``chains`` rows, each one Langevin chain of ``chain_steps`` steps, decoded at
-                         ``columns`` evenly spaced steps (left to right), showing where a long chain drifts.
+    chain.png            ``chains`` rows, each one prior chain (``prior_chain`` with ``chain_steps`` steps of its
+                         first step size) decoded at ``columns`` evenly spaced steps (left to right), showing
+                         where a long chain drifts.
+    Chains default to the model's.
     """
     from .image import save_image_grid
 
     out_dir = Path(out_dir)
     paths = {}
-    samples = sample_images(model, n, prior_steps, prior_step_size, generator=generator)
+    prior_chain = prior_chain or model.prior_chain
+    samples = sample_images(model, n, prior_chain, generator=generator)
     save_image_grid(samples, out_dir / "samples.png")
     paths["samples"] = str(out_dir / "samples.png")
 
     half = max(1, min(n // 2, images.shape[0]))
     x = images[:half].to(model.device)
-    x_hat = model.reconstruct(x, n_steps=posterior_steps, step_size=posterior_step_size, generator=generator).cpu()
+    x_hat = model.reconstruct(x, posterior_chain, generator=generator).cpu()
     per_row = min(half, 8)
     rows = []
     for i in range(0, half, per_row):
@@ -91,28 +94,23 @@ def write_image_grids(model, images: torch.Tensor, out_dir, n: int = 64, prior_s
     save_image_grid(torch.cat(pad), out_dir / "reconstructions.png", nrow=per_row)
     paths["reconstructions"] = str(out_dir / "reconstructions.png")
 
-    if prior_step_size is None:  # the long chain keeps one step size: the recipe's first (s0)
-        from ..model import chain_settings
-        from ..sampling.schedules import first_value
+    from ..sampling.schedules import first_value
 
-        prior_step_size = first_value(chain_settings(model.recipe, "prior")["step_size"])
-    chain_grid(model, out_dir / "chain.png", chain_steps, max(1, chain_steps // max(1, columns - 1)),
-               prior_step_size, chains, generator)
+    long_chain = prior_chain.replace(n_steps=chain_steps, step_size=first_value(prior_chain.step_size))
+    chain_grid(model, out_dir / "chain.png", long_chain, max(1, chain_steps // max(1, columns - 1)), chains,
+               generator)
     paths["chain"] = str(out_dir / "chain.png")
     return paths
 
 
-def chain_grid(model, path, steps: int = 600, every: int = 60, step_size: float = 0.4, chains: int = 8,
+def chain_grid(model, path, chain, every: int = 60, chains: int = 8,
                generator: Optional[torch.Generator] = None) -> dict:
-    """Run ``chains`` prior Langevin chains for ``steps`` steps from p0 and write one row per chain, decoded every
+    """Run ``chains`` prior chains ``chain`` (a ChainConfig) from p0 and write one row per chain, decoded every
     ``every`` steps (the start included), as a PNG grid. Returns the steps shown and the mean log-density there."""
     from .image import save_image_grid
 
-    from ..sampling import langevin
-
-    z0 = model.prior.sample_reference(chains, generator=generator)
-    res = langevin(model.prior.log_prob_unnormalized, z0, steps, step_size, snapshot_every=every,
-                   generator=generator, name="long prior chain")
+    res = model.sample_prior(chains, chain.replace(start="reference", name="long prior chain"),
+                             generator=generator, snapshot_every=every, return_samples=True)
     with torch.no_grad():
         frames = torch.stack([model.decoder.mean(z).cpu() for _, z in res.snapshots], 1)  # (chains, cols, C, H, W)
         logp = [float(model.prior.log_prob_unnormalized(z).mean()) for _, z in res.snapshots]
@@ -121,20 +119,19 @@ def chain_grid(model, path, steps: int = 600, every: int = 60, step_size: float 
 
 
 def evaluate_image_run(model, split: str = "test", max_images: int = 0, inception: Optional[str] = None,
-                       fid_samples: int = 0, seed: int = 0, posterior_steps: Optional[int] = None,
-                       posterior_step_size: Optional[float] = None, batch_size: int = 100, grids_dir=None) -> dict:
+                       fid_samples: int = 0, seed: int = 0, posterior_chain=None, batch_size: int = 100,
+                       grids_dir=None) -> dict:
     """``textebm eval`` for an image run: reconstruction MSE, FID (when Inception weights are given, or any
     extractor), anomaly AUPRC / AUROC (for a held-out-class recipe), and PNG grids."""
     from ..data.images import held_out_class_split, load_images
-    from ..model import chain_settings, describe_chain
     from .anomaly import anomaly_report
 
     r = model.recipe
     if r is None:
         raise ValueError("the model carries no recipe, so its image set is unknown")
     d = r.data
-    # None: the recipe's posterior chain (its schedule and noise too)
-    chain = describe_chain(chain_settings(r, "posterior", posterior_steps, posterior_step_size))
+    posterior_chain = posterior_chain or model.posterior_chain
+    chain = posterior_chain.describe()
     images = load_images(d.corpus, d.image_size, d.channels, data_dir=d.data_dir, limit=d.limit, seed=r.seed,
                          **d.options)
     if d.held_out_class is not None:
@@ -151,7 +148,7 @@ def evaluate_image_run(model, split: str = "test", max_images: int = 0, inceptio
               "settings": {"posterior_steps": chain["n_steps"], "posterior_step_size": chain["step_size"],
                            "posterior_noise_scale": chain["noise_scale"], "seed": seed}}
     # one posterior pass serves MSE and anomaly
-    scores = posterior_scores(model, x, posterior_steps, posterior_step_size, batch_size, gen)
+    scores = posterior_scores(model, x, posterior_chain, batch_size, gen)
     report["mse"] = float(scores.pop("squared_error").sum()) / x.numel()
     if d.held_out_class is not None:
         report["anomaly"] = {"held_out_class": d.held_out_class,
@@ -166,8 +163,7 @@ def evaluate_image_run(model, split: str = "test", max_images: int = 0, inceptio
     else:
         report["fid"] = {"skipped": "no Inception weights given (--inception PATH to inception-2015-12-05.pt)"}
     if grids_dir is not None:
-        report["grids"] = write_image_grids(model, x, grids_dir, posterior_steps=posterior_steps,
-                                            posterior_step_size=posterior_step_size, generator=gen)
+        report["grids"] = write_image_grids(model, x, grids_dir, posterior_chain=posterior_chain, generator=gen)
     return report
 
 

@@ -55,9 +55,9 @@ import torch
 import torch.nn.functional as F_
 from torch import nn
 
+from ..energy import check_activation, mlp
 from ..sampling import SGHMC, SVGD, Langevin, log_prob_and_grad, run_chain
 from .base import PriorObjective
-from .fdiv import MLP_ACTIVATIONS, mlp
 from .mle import ShortRunMLE
 
 
@@ -111,8 +111,7 @@ class AmortizedSampler(PriorObjective):
             raise TypeError(f"base must be a PriorObjective, got {type(base).__name__}")
         if not base.requires_negatives:
             raise ValueError(f"an amortized sampler supplies negatives; base rule {base.name!r} uses none")
-        if activation not in MLP_ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(MLP_ACTIVATIONS)}")
+        check_activation(activation)
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if optimizer not in ("adam", "sgd"):

@@ -23,27 +23,29 @@ from typing import Callable, Iterator, List, Optional
 import torch
 from torch import nn
 
-from ..prior import soft_clamp
-from .fdiv import MLP_ACTIVATIONS, mlp
+from ..energy import Energy, captures_config, check_activation, mlp, soft_clamp
 
 
-class DataEBM(nn.Module):
+class DataEBM(Energy):
     """An energy-based model over data vectors: log p(x) = f(x) + log p0(x) - log Z.
 
     f is an MLP dim -> hidden x n_layers -> 1. The reference p0 is ``"gaussian"`` (N(0, sigma^2 I), as in
     the latent prior of Pang et al. 2020, eq. 1) or ``"flat"`` (p0 = 1, the plain EBM of Du & Mordatch 2019;
-    then f alone must make exp f integrable).
+    then f alone must make exp f integrable). Densities, score and chains: :class:`~textebm.energy.Energy`;
+    :meth:`sample` runs 100 Langevin steps of 0.1 from N(0, sigma^2 I) unless given a chain.
 
     Args:
         dim: data dimension.
-        hidden, n_layers, activation: the MLP (activation one of ``MLP_ACTIVATIONS``).
+        hidden, n_layers, activation: the MLP (activation one of :data:`textebm.energy.ACTIVATIONS`).
         reference: ``"gaussian"`` or ``"flat"``.
         sigma: standard deviation of the Gaussian reference; also of the default MCMC start for ``"flat"``.
         f_clamp: if set, soft-clamp f to (-f_clamp, f_clamp) with a scaled tanh.
     """
 
+    kind = "data_ebm"
     REFERENCES = ("gaussian", "flat")
 
+    @captures_config
     def __init__(self, dim: int, hidden: int = 128, n_layers: int = 2, activation: str = "silu",
                  reference: str = "gaussian", sigma: float = 1.0, f_clamp: Optional[float] = None):
         super().__init__()
@@ -51,65 +53,23 @@ class DataEBM(nn.Module):
             raise ValueError(f"dim must be >= 1, got {dim}")
         if reference not in self.REFERENCES:
             raise ValueError(f"unknown reference {reference!r}; choose one of {list(self.REFERENCES)}")
-        if activation not in MLP_ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(MLP_ACTIVATIONS)}")
+        check_activation(activation)
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
         self.dim = int(dim)
         self.reference = reference
-        self.sigma = float(sigma)
+        self.sigma0 = float(sigma)
         self.f_clamp = f_clamp
         self.net = mlp(self.dim, hidden, n_layers, 1, activation)
 
     @property
-    def latent_dim(self) -> int:
-        """Same as ``dim`` (so code written for the latent prior runs unchanged)."""
-        return self.dim
-
-    def _check(self, x: torch.Tensor) -> None:
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"x must have shape (batch, {self.dim}) for this model; got {tuple(x.shape)}")
+    def sigma(self) -> float:
+        return self.sigma0
 
     def f(self, x: torch.Tensor) -> torch.Tensor:
         """The network output f(x) (negative energy relative to the reference); shape (batch,)."""
         self._check(x)
         return soft_clamp(self.net(x).squeeze(-1), self.f_clamp)
-
-    def log_prob_unnormalized(self, x: torch.Tensor) -> torch.Tensor:
-        """f(x) - |x|^2 / (2 sigma^2) (Gaussian reference) or f(x) (flat reference)."""
-        out = self.f(x)
-        if self.reference == "gaussian":
-            out = out - x.pow(2).sum(-1) / (2.0 * self.sigma ** 2)
-        return out
-
-    def energy(self, x: torch.Tensor) -> torch.Tensor:
-        """Exactly ``-log_prob_unnormalized(x)``."""
-        return -self.log_prob_unnormalized(x)
-
-    def score(self, x: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
-        """grad_x log p(x), shape (batch, dim)."""
-        with torch.enable_grad():
-            xx = x if create_graph and x.requires_grad else x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self.log_prob_unnormalized(xx).sum(), xx, create_graph=create_graph)
-        return g
-
-    def sample_reference(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """n MCMC starts from N(0, sigma^2 I) (the reference itself when it is Gaussian)."""
-        dev = self.net[0].weight.device
-        return self.sigma * torch.randn(n, self.dim, generator=generator, device=dev)
-
-    def sample(self, n: int, sampler=None, n_steps: int = 100, step_size: float = 0.1, z0=None,
-               generator: Optional[torch.Generator] = None, return_samples: bool = False, **kwargs):
-        """n samples by MCMC on log p started at :meth:`sample_reference` (or ``z0``); Langevin by default."""
-        from ..sampling import Langevin
-
-        if z0 is None:
-            z0 = self.sample_reference(n, generator=generator)
-        else:
-            self._check(z0)
-        sampler = sampler if sampler is not None else Langevin(n_steps=n_steps, step_size=step_size)
-        out = sampler.sample(self.log_prob_unnormalized, z0, generator=generator, **kwargs)
-        return out if return_samples else out.z
 
 
 # ---- wiring for training loops ---------------------------------------------------------------------------
@@ -144,7 +104,7 @@ def _batches(n: int, batch_size: int, generator) -> Iterator[torch.Tensor]:
             yield perm[i:i + batch_size]
 
 
-def fit_ebm(ebm, data: torch.Tensor, objective, sampler=None, steps: int = 1000, lr: float = 1e-3,
+def fit_ebm(ebm, data: torch.Tensor, objective, chain=None, steps: int = 1000, lr: float = 1e-3,
             batch_size: int = 128, generator: Optional[torch.Generator] = None, objective_lr: Optional[float] = None,
             betas=(0.9, 0.999), log_every: int = 0,
             callback: Optional[Callable[[int, dict], None]] = None) -> List[dict]:
@@ -157,9 +117,9 @@ def fit_ebm(ebm, data: torch.Tensor, objective, sampler=None, steps: int = 1000,
         loss, stats = objective(ebm, x+, x-);  loss.backward();  Adam step on ebm + loss_parameters(objective)
         stats |= objective.after_step(ebm, x+, x-)
 
-    ``sample_model`` runs ``sampler.sample(ebm.log_prob_unnormalized, z0)`` from ``z0`` or from
-    ``ebm.sample_reference(n)``; with ``sampler=None`` it calls ``ebm.sample(n, z0=z0, generator=...)``
-    (for models that can be sampled exactly, as in the tests).
+    ``sample_model`` runs ``ebm.sample(n, chain, z0=z0)``: the chain ``chain`` (a
+    :class:`~textebm.sampling.chain.ChainConfig`; None: the model's own ``sample``, which may be exact, as in
+    the tests) from ``z0`` or from ``ebm.sample_reference(n)``.
 
     Args:
         objective_lr: learning rate of the objective's own loss parameters (e.g. a ratio network);
@@ -178,10 +138,9 @@ def fit_ebm(ebm, data: torch.Tensor, objective, sampler=None, steps: int = 1000,
     setup_objective(objective, data.shape[1], device=data.device)
 
     def sample_model(n: int, z0: Optional[torch.Tensor] = None) -> torch.Tensor:
-        if sampler is None:
+        if chain is None:
             return ebm.sample(n, z0=z0, generator=generator)
-        start = z0 if z0 is not None else ebm.sample_reference(n, generator=generator)
-        return sampler.sample(ebm.log_prob_unnormalized, start, generator=generator).z
+        return ebm.sample(n, chain, z0=z0, generator=generator)
 
     groups = [{"params": list(ebm.parameters()), "lr": lr}]
     extra = loss_parameters(objective)

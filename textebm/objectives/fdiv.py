@@ -90,6 +90,7 @@ import torch
 import torch.nn.functional as F_
 from torch import nn
 
+from ..energy import check_activation, mlp
 from .base import PriorObjective
 
 LOG2 = math.log(2.0)
@@ -167,23 +168,6 @@ def grad_reverse(x: torch.Tensor) -> torch.Tensor:
     return _GradReverse.apply(x)
 
 
-MLP_ACTIVATIONS = {"silu": nn.SiLU, "tanh": nn.Tanh, "leaky_relu": lambda: nn.LeakyReLU(0.2), "relu": nn.ReLU,
-                   "gelu": nn.GELU}
-
-
-def mlp(in_dim: int, hidden: int, n_layers: int, out_dim: int = 1, activation: str = "silu") -> nn.Sequential:
-    """A plain MLP in_dim -> hidden x n_layers -> out_dim (SiLU by default; ``leaky_relu`` or ``tanh`` too)."""
-    acts = MLP_ACTIVATIONS
-    if activation not in acts:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(acts)}")
-    layers, width = [], in_dim
-    for _ in range(n_layers):
-        layers += [nn.Linear(width, hidden), acts[activation]()]
-        width = hidden
-    layers.append(nn.Linear(width, out_dim))
-    return nn.Sequential(*layers)
-
-
 class FDivergence(PriorObjective):
     """f-EBM: minimize D_f(q_data || p_theta) through its variational bound (Yu et al. 2020).
 
@@ -222,8 +206,7 @@ class FDivergence(PriorObjective):
         self.s_clamp = s_clamp
         self.quadratic_features = bool(quadratic_features)
         self._net_args = dict(hidden=hidden, n_layers=n_layers, activation=activation)
-        if activation not in MLP_ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(MLP_ACTIVATIONS)}")
+        check_activation(activation)
         self.ratio_net: Optional[nn.Module] = None
         if latent_dim is not None:
             self.setup(latent_dim)

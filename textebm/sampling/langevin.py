@@ -27,21 +27,19 @@ from .sampler import Sampler
 
 @dataclass
 class Langevin(Sampler):
-    """Short-run Langevin (see the module docstring): ``Langevin(n_steps=60, step_size=0.4).sample(log_prob, z0)``.
+    """Short-run Langevin dynamics (Pang et al. 2020, eq. 9; Nijkamp et al. 2019)::
+
+        z_{k+1} = z_k + (s_k^2 / 2) m^2 * grad_z log pi(z_k) + c_k s_k m * eps_k,    eps_k ~ N(0, I)
+
+    with s_k the step size and c_k the noise scale of the chain (:class:`~textebm.sampling.chain.ChainConfig`)
+    and m the per-coordinate scale (1 by default): ``ChainConfig(Langevin(), 60, 0.4).run(log_prob, z0)``.
 
     Args:
-        n_steps, step_size: defaults of :meth:`sample` (K and s).
         noise: add the noise term; False gives deterministic gradient ascent.
-        z_clamp: clamp z to [-z_clamp, z_clamp] after each step (a divergence guard).
-        check_every: read the divergence flags every this many steps (0: once, at the end).
-        coordinate_scale: optional (dim,) per-coordinate multiplier of the step size.
+        coordinate_scale: optional (dim,) per-coordinate multiplier m of the step size.
     """
 
-    n_steps: int = 60
-    step_size: float = 0.4
     noise: bool = True
-    z_clamp: Optional[float] = None
-    check_every: int = 0
     coordinate_scale: Optional[torch.Tensor] = None
 
     name = "langevin"
@@ -58,11 +56,6 @@ class Langevin(Sampler):
             eps = noise[0] * m if torch.is_tensor(m) else noise[0]
             z.add_(eps, alpha=noise_scale * step_size)
         return z, state, lp
-
-    def sample(self, log_prob, z0, **kwargs) -> Samples:
-        kwargs.setdefault("z_clamp", self.z_clamp)
-        kwargs.setdefault("check_every", self.check_every)
-        return super().sample(log_prob, z0, **kwargs)
 
 
 def langevin(log_prob: LogDensity, z0: torch.Tensor, n_steps: int, step_size, *, noise: bool = True,

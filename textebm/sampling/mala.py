@@ -34,21 +34,20 @@ from .sampler import Sampler
 
 @dataclass
 class MALA(Sampler):
-    """MALA as a small object: ``MALA(n_steps=100, step_size=0.1).sample(log_prob, z0)``.
+    """MALA as a small object: ``ChainConfig(MALA(), 100, 0.1).run(log_prob, z0)`` (see the module docstring for
+    the update).
 
     Each chain (row of z) accepts or rejects on its own. A proposal whose log-density or gradient is NaN or Inf is
-    rejected; a start whose log-density is not finite is a divergence at step 0. With ``z_clamp`` proposals are
-    clamped before the accept test (the clamp is then part of the proposal; exactness holds only when it is
-    inactive). ``Samples.stats``: ``accept_rate`` (over all chains and steps), ``accept_rate_per_step`` (list),
+    rejected; a start whose log-density is not finite is a divergence at step 0. With ``proposal_clamp``
+    proposals are clamped before the accept test (the clamp is then part of the proposal; exactness holds only
+    when it is inactive). ``Samples.stats``: ``accept_rate`` (over all chains and steps), ``accept_rate_per_step`` (list),
     ``accept_rate_per_chain`` (tensor (batch,)), ``step_size`` (the last step's s, adapted).
     """
 
-    n_steps: int = 100
-    step_size: float = 0.1
     adapt: bool = False
     target_accept: float = 0.574
     adapt_rate: float = 0.05
-    z_clamp: Optional[float] = None
+    proposal_clamp: Optional[float] = None
 
     name = "mala"
 
@@ -63,7 +62,7 @@ class MALA(Sampler):
         lp, grad = target(z)
         zero = torch.zeros((), dtype=z.dtype, device=z.device)
         return {"lp": lp, "grad": grad, "log_scale": zero, "accepted": torch.zeros_like(lp), "rates": [],
-                "base": float(self.step_size)}
+                "base": None}  # the step size of the last step taken
 
     def step(self, z, state, target, step_size, noise, noise_scale):
         if noise_scale != 1.0:
@@ -73,8 +72,8 @@ class MALA(Sampler):
         s = step_size * torch.exp(state["log_scale"])
         half_s2 = 0.5 * s * s
         prop = z + half_s2 * grad + s * eps
-        if self.z_clamp is not None:
-            prop = prop.clamp(-self.z_clamp, self.z_clamp)
+        if self.proposal_clamp is not None:
+            prop = prop.clamp(-self.proposal_clamp, self.proposal_clamp)
         lp_p, grad_p = target(prop)
         log_q_fwd = -(prop - z - half_s2 * grad).pow(2).sum(-1) / (2.0 * s * s)
         log_q_rev = -(z - prop - half_s2 * grad_p).pow(2).sum(-1) / (2.0 * s * s)
@@ -96,7 +95,7 @@ class MALA(Sampler):
         keep = {"accept_rate_per_chain": state["accepted"] / max(1, len(rates))}
         if rates:
             read["accept_rate_per_step"] = torch.stack(rates)
-        if self.adapt:
+        if self.adapt and state["base"] is not None:
             read["step_size"] = state["base"] * torch.exp(state["log_scale"])
         else:
             keep["step_size"] = state["base"]
@@ -104,10 +103,11 @@ class MALA(Sampler):
 
 
 def mala(log_prob: LogDensity, z0: torch.Tensor, n_steps: int, step_size, *, adapt: bool = False,
-         target_accept: float = 0.574, adapt_rate: float = 0.05, z_clamp: Optional[float] = None,
+         target_accept: float = 0.574, adapt_rate: float = 0.05, proposal_clamp: Optional[float] = None,
          **kwargs) -> Samples:
     """Run ``n_steps`` MALA steps of size s = ``step_size`` on ``log_prob`` from ``z0`` (the function form of
     :class:`MALA`; other arguments as in :func:`textebm.sampling.run_chain`)."""
     kwargs.setdefault("name", "mala")
-    return run_chain(MALA(adapt=adapt, target_accept=target_accept, adapt_rate=adapt_rate, z_clamp=z_clamp),
+    return run_chain(MALA(adapt=adapt, target_accept=target_accept, adapt_rate=adapt_rate,
+                          proposal_clamp=proposal_clamp),
                      log_prob, z0, n_steps, step_size, **kwargs)

@@ -33,10 +33,10 @@ InitFn = Callable[[int, Optional[torch.Generator]], torch.Tensor]
 
 class PersistentChains:
     """A replay buffer of ``n_chains`` states (see the module docstring), usable as a ``warm_start`` store or,
-    around a sampler object, wherever a sampler is: ``PersistentChains(Langevin(60, 0.4), 10_000).sample(lp, z0)``.
+    around a chain, on its own: ``PersistentChains(ChainConfig(Langevin(), 60, 0.4), 10_000).sample(lp, z0)``.
 
     Args:
-        sampler: optional sampler object for :meth:`sample`.
+        chain: optional :class:`~textebm.sampling.chain.ChainConfig` that :meth:`sample` runs.
         n_chains: buffer size N.
         reinit: probability that a drawn row restarts fresh (0 = pure persistent chains).
         init: callable (n, generator) -> (n, dim) fresh starts (the buffer's first states, and re-initialized
@@ -47,17 +47,18 @@ class PersistentChains:
 
     name = "persistent"
 
-    def __init__(self, sampler=None, n_chains: int = 10_000, reinit: float = 0.05, init: Optional[InitFn] = None,
+    def __init__(self, chain=None, n_chains: int = 10_000, reinit: float = 0.05, init: Optional[InitFn] = None,
                  sigma0: float = 1.0, dim: Optional[int] = None):
-        if sampler is not None and not hasattr(sampler, "sample"):
-            raise TypeError(f"sampler must have a .sample(log_prob, z0, ...) method; got {type(sampler).__name__}")
+        if chain is not None and not callable(getattr(chain, "run", None)):
+            raise TypeError(f"chain must be a ChainConfig (with a .run(log_prob, z0, ...) method); got "
+                            f"{type(chain).__name__}")
         if n_chains < 1:
             raise ValueError(f"n_chains must be >= 1, got {n_chains}")
         if not 0.0 <= reinit <= 1.0:
             raise ValueError(f"reinit must be in [0, 1], got {reinit}")
         if not sigma0 > 0:
             raise ValueError(f"sigma0 must be > 0, got {sigma0}")
-        self.sampler = sampler
+        self.chain = chain
         self.n_chains = int(n_chains)
         self.reinit = float(reinit)
         self.sigma0 = float(sigma0)
@@ -118,11 +119,11 @@ class PersistentChains:
 
     def sample(self, log_prob: LogDensity, z0: Optional[torch.Tensor] = None, *, batch_size: Optional[int] = None,
                generator=None, **kwargs) -> Samples:
-        """Run the wrapped sampler from buffer rows and write the final states back, wherever a sampler is used:
+        """Run the wrapped chain from buffer rows and write the final states back:
         ``z0`` only gives the batch size, device and dtype (or pass ``batch_size``); re-initialized rows start from
         :meth:`fresh`. ``stats`` gains ``n_reinit`` and ``indices``."""
-        if self.sampler is None:
-            raise ValueError("this PersistentChains has no sampler; pass it to run_chain(warm_start=...) instead")
+        if self.chain is None:
+            raise ValueError("this PersistentChains has no chain; pass it to run_chain(warm_start=...) instead")
         if z0 is not None:
             check_z(z0, "z0")
             if self.dim is None:
@@ -132,8 +133,8 @@ class PersistentChains:
             n, like = int(batch_size), self.buffer
         else:
             raise ValueError("give z0 (for its batch size) or batch_size")
-        return self.sampler.sample(log_prob, self.fresh(n, generator, like), warm_start=self, generator=generator,
-                                   **kwargs)
+        return self.chain.run(log_prob, self.fresh(n, generator, like), warm_start=self, generator=generator,
+                              **kwargs)
 
     # ---- saving ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -27,18 +27,14 @@ from .sampler import Sampler
 
 @dataclass
 class SGHMC(Sampler):
-    """SGHMC as a small object: ``SGHMC(n_steps=100, step_size=0.01, friction=0.1).sample(log_prob, z0)``.
+    """SGHMC as a small object: ``ChainConfig(SGHMC(friction=0.1), 100, 0.01).run(log_prob, z0)``.
 
     See the module docstring for the update (Chen et al. 2014; Song & Ou 2018). ``v0`` (a (batch, dim) tensor)
     starts the velocity, zeros otherwise; ``Samples.stats['velocity']`` is the final one, so a chain can go on.
     """
 
-    n_steps: int = 100
-    step_size: float = 0.01
     friction: float = 0.1
     noise: bool = True
-    z_clamp: Optional[float] = None
-    check_every: int = 0
     coordinate_scale: Optional[torch.Tensor] = None
     v0: Optional[torch.Tensor] = None
 
@@ -69,11 +65,6 @@ class SGHMC(Sampler):
 
     def finish(self, z, state):
         return {}, {"velocity": state["v"].detach()}
-
-    def sample(self, log_prob, z0, **kwargs) -> Samples:
-        kwargs.setdefault("z_clamp", self.z_clamp)
-        kwargs.setdefault("check_every", self.check_every)
-        return super().sample(log_prob, z0, **kwargs)
 
 
 def sghmc(log_prob: LogDensity, z0: torch.Tensor, n_steps: int, step_size, friction: float = 0.1, *,

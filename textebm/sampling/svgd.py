@@ -97,7 +97,7 @@ def svgd_direction(z: torch.Tensor, score: torch.Tensor, bandwidth: Optional[Ban
 
 @dataclass
 class SVGD(Sampler):
-    """SVGD as a small object: ``SVGD(n_steps=500, step_size=0.05).sample(log_prob, z0)``.
+    """SVGD as a small object: ``ChainConfig(SVGD(), 500, 0.05).run(log_prob, z0)``.
 
     z <- z + eps * phi(z) with eps the step size (Liu & Wang 2016, Algorithm 1; :func:`svgd_direction`). The rows
     of z are one interacting particle system, not independent chains. Deterministic: it draws no noise.
@@ -105,12 +105,8 @@ class SVGD(Sampler):
     U-statistic direction. ``Samples.stats['bandwidth']`` is the last bandwidth used.
     """
 
-    n_steps: int = 100
-    step_size: float = 0.05
     bandwidth: Optional[float] = None
     exclude_self: bool = False
-    z_clamp: Optional[float] = None
-    check_every: int = 0
 
     name = "svgd"
 
@@ -127,11 +123,6 @@ class SVGD(Sampler):
 
     def finish(self, z, state):
         return {"bandwidth": state["h"]}, {}
-
-    def sample(self, log_prob, z0, **kwargs) -> Samples:
-        kwargs.setdefault("z_clamp", self.z_clamp)
-        kwargs.setdefault("check_every", self.check_every)
-        return super().sample(log_prob, z0, **kwargs)
 
 
 def svgd(log_prob: LogDensity, z0: torch.Tensor, n_steps: int, step_size, *, bandwidth: Optional[float] = None,
