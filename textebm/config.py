@@ -65,8 +65,10 @@ class ModelConfig:
     ngf: int = 64                      # conv decoder: base channel width
     likelihood_sigma: float = 0.3      # conv decoder: std of the Gaussian pixel likelihood
     decoder_args: Dict[str, Any] = field(default_factory=dict)  # extra keyword arguments for the decoder
+    encoder: Optional[str] = None      # amortized posterior q(z | x) beside the model (text): gru | null (none)
+    encoder_args: Dict[str, Any] = field(default_factory=dict)  # e.g. {embed_dim: 64, hidden_dim: 128}
 
-    _choices = {"decoder": ("lstm", "transformer", "conv")}
+    _choices = {"decoder": ("lstm", "transformer", "conv"), "encoder": (None, "gru")}
     _ranges = {"latent_dim": (1, None), "embed_dim": (1, None), "hidden_dim": (1, None),
                "dropout_in": (0.0, 1.0), "dropout_out": (0.0, 1.0), "word_dropout": (0.0, 0.99),
                "init_range": (0.0, None), "ngf": (1, None), "likelihood_sigma": (1e-12, None)}
@@ -106,6 +108,7 @@ class SamplingConfig:
     prior_start: str = "reference"    # reference: N(0, sigma0^2 I) | posterior: recent posterior samples z+ of
                                       # the training batches (training only; generation starts at the reference)
     prior_start_fraction: float = 1.0  # fraction of prior chains started from prior_start (the rest: reference)
+    prior_replay: int = 1024          # prior_start posterior: how many recent posterior samples are kept
     posterior_steps: int = 20         # K1
     posterior_step_size: float = 0.1  # s1
     posterior_step_size_end: Optional[float] = None
@@ -135,7 +138,8 @@ class SamplingConfig:
                "prior_step_size_end": (1e-12, None), "posterior_step_size_end": (1e-12, None),
                "prior_noise": (0.0, None), "posterior_noise": (0.0, None), "prior_persistent": (0, None),
                "prior_reinit": (0.0, 1.0), "check_every": (0, None), "capture_bucket": (1, None),
-               "z_clamp": (1e-12, None), "prior_start_fraction": (0.0, 1.0)}
+               "z_clamp": (1e-12, None), "prior_start_fraction": (0.0, 1.0),
+               "prior_replay": (1, None)}
 
 
 @dataclass
@@ -148,6 +152,9 @@ class TrainConfig:
     betas_prior: List[float] = field(default_factory=lambda: [0.5, 0.999])
     weight_decay: float = 0.0
     grad_clip: Optional[float] = 5.0   # max global gradient norm per optimizer; null = no clipping
+    max_f_gap: Optional[float] = 100.0  # stop when |f(z+) - f(z-)| exceeds this (nats; null: no guard): the prior's
+                                        # energy runs away (a healthy run stays within tens of nats)
+    max_abs_f: Optional[float] = 1000.0  # stop when |f| at z+ or z- exceeds this (null: no guard)
     lr_schedule: str = "constant"      # constant | cosine | linear (decay to 0 at the last step) | exponential
     lr_gamma: float = 1.0              # exponential: multiply the learning rates by this ...
     lr_decay_every: int = 1000         # ... every this many steps
@@ -173,17 +180,23 @@ class TrainConfig:
     anneal_ratio: float = 0.5
     pretrain_steps: int = 0            # first steps as an autoencoder: w = 0 (no prior term in the posterior) ...
     pretrain_reset: bool = True        # ... then re-initialize the decoder (Li et al. 2019); chains and prior stay
+    encoder_loss: str = "chain"        # model.encoder's loss: chain (fit q to the posterior chain's samples, DAMC) |
+                                       # elbo (the ELBO in the encoder's parameters, as a VAE encoder)
+    lr_encoder: Optional[float] = None  # the encoder's Adam learning rate (null: lr_decoder)
     latent_batches: int = 2            # latent diagnostics at every validation on this many batches (0 = off)
     latent_chains: int = 8             # posterior chains per sentence for the diagnostics (mutual information, ...)
+    prior_fit_samples: int = 256       # prior-fit diagnostics at every validation on this many codes per source
+                                       # (prior, aggregate posterior, N(0, I)); 0 = off (docs/latent.md)
 
     _choices = {"lr_schedule": ("constant", "cosine", "linear", "exponential"), "amp": ("none", "bf16", "fp16"),
-                "anneal": ("none", "linear", "cyclical")}
-    _ranges = {"lr_gamma": (1e-12, 1.0), "lr_decay_every": (1, None), "steps": (0, None), "batch_size": (1, None),
+                "anneal": ("none", "linear", "cyclical"), "encoder_loss": ("chain", "elbo")}
+    _ranges = {"max_f_gap": (1e-12, None), "max_abs_f": (1e-12, None), "lr_encoder": (0.0, None), "lr_gamma": (1e-12, 1.0), "lr_decay_every": (1, None), "steps": (0, None), "batch_size": (1, None),
                "lr_decoder": (0.0, None), "lr_prior": (0.0, None),
                "log_every": (1, None), "eval_every": (1, None), "save_every": (1, None),
                "keep_checkpoints": (1, None), "warmup_steps": (0, None), "anneal_start": (0.0, 1.0),
                "anneal_steps": (1, None), "anneal_cycles": (1, None), "anneal_ratio": (1e-6, 1.0),
-               "pretrain_steps": (0, None), "latent_batches": (0, None), "latent_chains": (3, None),
+               "pretrain_steps": (0, None), "latent_batches": (0, None), "prior_fit_samples": (0, None),
+               "latent_chains": (3, None),
                "grad_clip": (1e-12, None), "weight_decay": (0.0, None), "num_threads": (1, 1024)}
 
 
@@ -318,7 +331,15 @@ def check_recipe(recipe: "Recipe") -> None:
         if getattr(s, f"{which}_schedule") != "constant" and getattr(s, f"{which}_step_size_end") is None:
             raise ConfigError(f"sampling.{which}_schedule: {getattr(s, f'{which}_schedule')} needs "
                               f"sampling.{which}_step_size_end")
-    if recipe.prior.kind == "gaussian" and (recipe.prior.amortizer or s.prior_persistent):
+    if s.posterior_start == "encoder" and not recipe.model.encoder:
+        raise ConfigError("sampling.posterior_start: encoder needs an amortized posterior: set model.encoder: gru")
+    if recipe.model.encoder and recipe.data.kind != "text":
+        raise ConfigError("model.encoder reads token ids: it is for text runs only")
+    if s.prior_persistent and s.prior_start != "reference":
+        raise ConfigError("sampling.prior_persistent and sampling.prior_start are two ways to start the prior chain; "
+                          "choose one (prior_persistent: 0, or prior_start: reference)")
+    if recipe.prior.kind == "gaussian" and (recipe.prior.amortizer or s.prior_persistent
+                                            or s.prior_start != "reference"):
         raise ConfigError("prior.kind: gaussian draws exact samples; it takes no amortizer and no persistent chains")
     if s.prior_persistent and s.prior_persistent < t.batch_size:
         raise ConfigError(f"sampling.prior_persistent: {s.prior_persistent} chains cannot serve train.batch_size "

@@ -21,15 +21,20 @@ CONFIG = "config.json"
 
 
 class LatentEBMModel(nn.Module):
-    """Prior + decoder (+ the tokenizer that maps text to the decoder's ids, when there is one)."""
+    """Prior + decoder (+ the tokenizer that maps text to the decoder's ids, when there is one, and an amortized
+    posterior q(z | x), :mod:`textebm.encoders`, when the recipe asks for one: it is not part of the model's
+    density, only a faster way into its posterior)."""
 
-    def __init__(self, prior: LatentEBMPrior, decoder: nn.Module, tokenizer=None, recipe=None):
+    def __init__(self, prior: LatentEBMPrior, decoder: nn.Module, tokenizer=None, recipe=None,
+                 encoder: Optional[nn.Module] = None):
         super().__init__()
-        if getattr(decoder, "latent_dim", prior.latent_dim) != prior.latent_dim:
-            raise ValueError(f"decoder expects latent_dim {decoder.latent_dim} but the prior has "
-                             f"latent_dim {prior.latent_dim}; they must match")
+        for part, other in (("decoder", decoder), ("encoder", encoder)):
+            if other is not None and getattr(other, "latent_dim", prior.latent_dim) != prior.latent_dim:
+                raise ValueError(f"{part} expects latent_dim {other.latent_dim} but the prior has "
+                                 f"latent_dim {prior.latent_dim}; they must match")
         self.prior = prior
         self.decoder = decoder
+        self.encoder = encoder
         self.tokenizer = tokenizer
         self.recipe = recipe
         self._compiled_log_prob = None  # set by compile_sampling
@@ -101,9 +106,8 @@ class LatentEBMModel(nn.Module):
         possible. ``run_kwargs`` are :meth:`ChainConfig.run`'s per-call arguments (``warm_start``, ``index``,
         ``trace``, ``name``...)."""
         chain = chain or self.posterior_chain
-        n = x.shape[0] if hasattr(x, "shape") else len(x)
         if z0 is None:
-            z0 = self.prior.sample_reference(n, generator=generator)
+            z0 = self.posterior_start(x, chain, generator)
         if graphs is not None and chain.capture:
             w = torch.full((), float(prior_weight), device=z0.device)
             target = Density(lambda xx, ww: self.posterior_log_prob(xx, ww, static=True), (x, w),
@@ -113,6 +117,22 @@ class LatentEBMModel(nn.Module):
         with frozen(self), rnn_backward_mode(self.decoder, always=True):
             out: Samples = chain.run(target, z0, generator=generator, graphs=graphs, **run_kwargs)
         return out if return_samples else out.z
+
+    @torch.no_grad()
+    def posterior_start(self, x, chain: Optional[ChainConfig] = None,
+                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Where a posterior chain on x starts: a draw of the encoder's q(z | x) when the chain starts at the
+        encoder (``sampling.posterior_start: encoder``) and the model has one, else N(0, sigma0^2 I)."""
+        chain = chain or self.posterior_chain
+        n = x.shape[0] if hasattr(x, "shape") else len(x)
+        if chain.start == "encoder" and self.encoder is not None:
+            was = self.encoder.training
+            self.encoder.eval()
+            try:
+                return self.encoder.sample(x, generator=generator).float()
+            finally:
+                self.encoder.train(was)
+        return self.prior.sample_reference(n, generator=generator)
 
     @torch.no_grad()
     def generate(self, n: int = 0, z: Optional[torch.Tensor] = None, chain: Optional[ChainConfig] = None,
@@ -149,7 +169,8 @@ class LatentEBMModel(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         cfg = {"recipe": to_dict(self.recipe) if self.recipe is not None else None,
                "prior": self.prior.config, "decoder": getattr(self.decoder, "config", None),
-               "decoder_class": type(self.decoder).__name__}
+               "decoder_class": type(self.decoder).__name__,
+               "encoder": self.encoder.config if self.encoder is not None else None}
         text = json.dumps(cfg, indent=2)
         atomic_write(directory / CONFIG, lambda tmp: tmp.write_text(text))
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
@@ -201,13 +222,27 @@ class LatentEBMModel(nn.Module):
         _check_types(DECODERS[names[cfg["decoder_class"]]].__init__, cfg["decoder"], f"{path} (decoder)")
         for part in ("prior", "decoder"):
             _check_sizes(cfg[part], f"{path} ({part})", weights)
+        enc_cfg = cfg.get("encoder")
+        if enc_cfg is not None:
+            from .encoders import ENCODERS
+
+            if not isinstance(enc_cfg, dict) or enc_cfg.get("kind") not in ENCODERS:
+                raise ValueError(f"{path} (encoder): expected a mapping with kind one of {sorted(ENCODERS)}")
+            _check_types(ENCODERS[enc_cfg["kind"]].__init__, {k: v for k, v in enc_cfg.items() if k != "kind"},
+                         f"{path} (encoder)")
+            _check_sizes(enc_cfg, f"{path} (encoder)", weights)
         try:
             prior = build_prior(**cfg["prior"])
             decoder = build_decoder(names[cfg["decoder_class"]], **cfg["decoder"])
+            encoder = None
+            if enc_cfg is not None:
+                from .encoders import build_encoder
+
+                encoder = build_encoder(**enc_cfg)
         except Exception as e:  # whatever a module makes of a value it cannot use: the file is at fault
             msg = " ".join(str(e).split())[:300]
             raise ValueError(f"{path} describes a model that cannot be built: {type(e).__name__}: {msg}") from None
-        model = cls(prior, decoder, tokenizer, recipe)
+        model = cls(prior, decoder, tokenizer, recipe, encoder)
         load_state(model, weights, f"weights {directory / WEIGHTS}")
         return model.to(device)
 
@@ -371,4 +406,13 @@ def build_model(recipe, tokenizer=None) -> LatentEBMModel:
                       n_positions=n_prefix + max(recipe.data.max_len, recipe.generate.max_len) + 2)
     kwargs.update(m.decoder_args)
     decoder = build_decoder(m.decoder, **kwargs)
-    return LatentEBMModel(prior, decoder, tokenizer, recipe)
+    encoder = None
+    if m.encoder:
+        from .encoders import build_encoder
+
+        try:
+            encoder = build_encoder(m.encoder, vocab_size=len(tokenizer), latent_dim=m.latent_dim,
+                                    pad_id=tokenizer.pad_id, **m.encoder_args)
+        except TypeError as e:
+            raise ValueError(f"model.encoder_args: {e}") from None
+    return LatentEBMModel(prior, decoder, tokenizer, recipe, encoder)

@@ -45,10 +45,12 @@ from .objectives.data_ebm import loss_parameters, setup_objective
 from .files import FileFormatError, load_state, progress
 from .runs import CheckpointError, clear_dir, drop_aside, holds_anything, list_checkpoints, load_latest_checkpoint, \
     restore_aside, rng_state, save_checkpoint, set_aside, set_rng_state
-from .sampling import ChainGraphs, ExampleChains, PersistentChains, SamplerDivergedError
+from .sampling import ChainGraphs, CodeReplay, ExampleChains, PersistentChains, SamplerDivergedError
 from .sampling.schedules import first_value
 
 VALID_SEED = 12345  # validation chains start from the same noise at every evaluation: numbers stay comparable
+#: with sampling.on_nan: skip, this many diverged batches in a row stop the run
+MAX_SKIPS_IN_A_ROW = 20
 
 
 def log(msg: str) -> None:
@@ -154,20 +156,29 @@ def prior_weight(t, step: int) -> float:
     return 1.0
 
 
+class TrainingDivergedError(FloatingPointError):
+    """A training step produced a loss or gradient that is not finite, or a prior energy that runs away; the
+    message names what diverged, at which step, and what to change."""
+
+
 class TrainingLoss(nn.Module):
-    """The loss of one update, as a module so that DistributedDataParallel can own its parameters:
-    -mean log p_beta(x | z+) for the decoder plus the objective's loss for the prior (none for a fixed prior)."""
+    """The losses of one update, as a module so that DistributedDataParallel can own its parameters:
+    log p_beta(x | z+) per example (the decoder minimizes its negative mean), the prior objective's loss (none for
+    a fixed prior; for ``mle`` mean f(z-) - mean f(z+)) and the encoder's loss (none without an encoder)."""
 
-    def __init__(self, model: LatentEBMModel, objective: nn.Module):
+    def __init__(self, model: LatentEBMModel, objective: nn.Module, encoder_loss: str = "chain"):
         super().__init__()
-        self.model, self.objective = model, objective
+        self.model, self.objective, self.encoder_loss = model, objective, encoder_loss
 
-    def forward(self, x, z_pos, z_neg):
+    def forward(self, x, z_pos, z_neg, generator=None):
+        from .encoders import encoder_loss
+
         logp = self.model.decoder.log_prob(x, z_pos).float()
-        if self.model.prior.kind == "gaussian":
-            return logp, torch.zeros((), device=logp.device), {}
-        prior_loss, stats = self.objective(self.model.prior, z_pos, z_neg)
-        return logp, prior_loss, stats
+        zero = logp.new_zeros(())
+        prior_loss, stats = (zero, {}) if self.model.prior.fixed else self.objective(self.model.prior, z_pos, z_neg)
+        enc_loss = zero if self.model.encoder is None else encoder_loss(self.model, x, z_pos, self.encoder_loss,
+                                                                        generator)
+        return logp, prior_loss, enc_loss, stats
 
 
 class Trainer:
@@ -188,6 +199,7 @@ class Trainer:
         seed_everything(r.seed)
         self.step, self.nan_skips, self.step_scale, self.stop_signal = 0, 0, 1.0, None
         self.replaced: Optional[Path] = None  # with overwrite: the old contents, kept until the first checkpoint
+        self._fit_judges, self._tmp = None, None  # prior-fit judges (built at the first validation), scratch dir
 
         ckpt, path = None, None
         if resume:
@@ -237,16 +249,27 @@ class Trainer:
             self.model.compile_sampling(s.compile)
         self.posterior_store = ExampleChains(self.data.n_train, self.model.latent_dim) \
             if s.posterior_warm_start else None
-        self.prior_store = PersistentChains(n_chains=s.prior_persistent, reinit=s.prior_reinit,
-                                            sigma0=r.prior.sigma0) if s.prior_persistent else None
+        if s.prior_persistent:
+            self.prior_store = PersistentChains(n_chains=s.prior_persistent, reinit=s.prior_reinit,
+                                                sigma0=r.prior.sigma0)
+        elif s.prior_start == "posterior":  # prior chains from recent posterior samples (and the reference)
+            self.prior_store = CodeReplay(s.prior_replay, fraction=s.prior_start_fraction)
+        else:
+            self.prior_store = None
         self.opt_dec = torch.optim.Adam(self.model.decoder.parameters(), lr=t.lr_decoder,
                                         betas=tuple(t.betas_decoder), weight_decay=t.weight_decay)
         prior_params = list(self.model.prior.parameters()) + loss_parameters(self.objective)
         self.opt_prior = torch.optim.Adam(prior_params, lr=t.lr_prior, betas=tuple(t.betas_prior)) \
             if prior_params else None
+        enc = self.model.encoder
+        self.opt_enc = torch.optim.Adam(enc.parameters(), lr=t.lr_encoder if t.lr_encoder is not None
+                                        else t.lr_decoder, betas=tuple(t.betas_decoder)) if enc is not None else None
         lam = lr_lambda(t.lr_schedule, t.steps, t.warmup_steps, t.lr_gamma, t.lr_decay_every)
-        self.scheds = [torch.optim.lr_scheduler.LambdaLR(o, lam) for o in (self.opt_dec, self.opt_prior) if o]
-        self.loss = self.dist.wrap(TrainingLoss(self.model, self.objective), self.device,
+        self.scheds = [torch.optim.lr_scheduler.LambdaLR(o, lam) for o in (self.opt_dec, self.opt_prior)
+                       if o is not None]
+        if self.opt_enc is not None:
+            self.scheds.append(torch.optim.lr_scheduler.LambdaLR(self.opt_enc, lam))
+        self.loss = self.dist.wrap(TrainingLoss(self.model, self.objective, t.encoder_loss), self.device,
                                    find_unused_parameters=bool(self.amortizers))
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(r.seed + 1_000_003 * self.dist.rank)  # each rank draws its own noise
@@ -330,7 +353,7 @@ class Trainer:
     def sample_posterior(self, x: torch.Tensor, index: Optional[torch.Tensor] = None, weight: float = 1.0):
         """z+ ~ p(z | x) by the posterior chain, in eval mode, from p0 or each example's stored chain."""
         model = self.model
-        z0 = model.prior.sample_reference(x.shape[0], generator=self.gen)
+        z0 = model.posterior_start(x, self.posterior_chain, generator=self.gen)
         store = dict(warm_start=self.posterior_store, index=index) if self.posterior_store is not None else {}
         if self.graphs is not None:  # a few padded lengths, so a few graphs (padding is masked: same density)
             x = self.data.bucket(x, self.recipe.sampling.capture_bucket)
@@ -358,37 +381,71 @@ class Trainer:
         t0 = clock.mark()
         z_pos = self.sample_posterior(x, index, prior_weight(t, self.step))
         t1 = clock.mark()
-        z_neg = (self.objective.negatives(model.prior, z_pos, self.sample_prior)
-                 if model.prior.kind == "ebm" else None)
+        if isinstance(self.prior_store, CodeReplay):
+            self.prior_store.add(z_pos)
+        z_neg = None if model.prior.fixed else self.objective.negatives(model.prior, z_pos, self.sample_prior)
         t2 = clock.mark()
         model.train()
-        opts = [o for o in (self.opt_dec, self.opt_prior) if o is not None]
+        opts = [o for o in (self.opt_dec, self.opt_prior, self.opt_enc) if o is not None]
         for o in opts:
             o.zero_grad(set_to_none=True)
         with self.autocast():
-            logp, prior_loss, pstats = self.loss(x, z_pos, z_neg)
+            logp, prior_loss, enc_loss, pstats = self.loss(x, z_pos, z_neg, self.gen)
         dec_loss = -logp.mean()
-        (dec_loss + prior_loss).backward()
+        (dec_loss + prior_loss + enc_loss).backward()
         clip = t.grad_clip if t.grad_clip is not None else float("inf")
-        gn_dec = torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), clip)
-        gn_prior = (torch.nn.utils.clip_grad_norm_([p for g in self.opt_prior.param_groups for p in g["params"]],
-                                                   clip) if self.opt_prior else torch.zeros((), device=x.device))
-        if not bool(torch.isfinite(torch.stack([dec_loss.detach(), prior_loss.detach().float(), gn_dec.float(),
-                                                gn_prior.float()])).all()):
-            raise SamplerDivergedError("training", self.step, "the loss or its gradient",
-                                       first_value(self.posterior_chain.step_size) * self.step_scale)
+        norms = {name: torch.nn.utils.clip_grad_norm_([p for g in o.param_groups for p in g["params"]], clip)
+                 for name, o in (("decoder", self.opt_dec), ("prior", self.opt_prior), ("encoder", self.opt_enc))
+                 if o is not None}
+        self._check_finite(dec_loss, prior_loss, enc_loss, norms, pstats)
         for o in opts:
             o.step()
         for sc in self.scheds:
             sc.step()
         if z_neg is not None:
             pstats.update(self.objective.after_step(model.prior, z_pos, z_neg))
-        return {"dec_nll": dec_loss.detach(), f"dec_nll_{self.data.unit}": -logp.detach().sum() / self.data.units(x),
-                "prior_loss": prior_loss.detach(), **pstats, "grad_norm_decoder": gn_dec,
-                "grad_norm_prior": gn_prior, "prior_weight": prior_weight(t, self.step),
-                "time_posterior": clock.between(t0, t1), "time_prior": clock.between(t1, t2),
-                "time_step": clock.between(t0, clock.mark()),
-                "lr_decoder": self.scheds[0].get_last_lr()[0]}
+        out = {"dec_nll": dec_loss.detach(), f"dec_nll_{self.data.unit}": -logp.detach().sum() / self.data.units(x),
+               "prior_loss": prior_loss.detach(), **pstats,
+               **{f"grad_norm_{name}": v for name, v in norms.items()}, "prior_weight": prior_weight(t, self.step),
+               "time_posterior": clock.between(t0, t1), "time_prior": clock.between(t1, t2),
+               "time_step": clock.between(t0, clock.mark()), "lr_decoder": self.scheds[0].get_last_lr()[0]}
+        if self.opt_enc is not None:
+            out["encoder_loss"] = enc_loss.detach()
+        return out
+
+    def _check_finite(self, dec_loss, prior_loss, enc_loss, norms: dict, pstats: dict) -> None:
+        """One host read per step: the losses and gradient norms are finite and, with the prior's maximum-likelihood
+        statistics at hand, f(z+) - f(z-) and |f| stay within ``train.max_f_gap`` and ``train.max_abs_f``
+        (an energy that runs away ruins the model long before anything is NaN). Raises
+        :class:`TrainingDivergedError` naming what diverged."""
+        t = self.recipe.train
+        values = torch.stack([dec_loss.detach().float(), prior_loss.detach().float(), enc_loss.detach().float(),
+                              *[v.float() for v in norms.values()]])
+        ok = torch.isfinite(values).all()
+        guard = "f_pos" in pstats and "f_neg" in pstats
+        if guard:
+            gap, top = pstats["f_pos"] - pstats["f_neg"], torch.maximum(pstats["f_pos"].abs(), pstats["f_neg"].abs())
+            if t.max_f_gap is not None:
+                ok = ok & (gap.abs() <= t.max_f_gap)
+            if t.max_abs_f is not None:
+                ok = ok & (top <= t.max_abs_f)
+        if bool(ok):
+            return
+        names = ["the decoder loss", "the prior loss", "the encoder loss", *[f"the {n} gradient" for n in norms]]
+        bad = [n for n, v in zip(names, values.tolist()) if not math.isfinite(v)]
+        if bad:
+            raise TrainingDivergedError(
+                f"training diverged at step {self.step}: {', '.join(bad)} is NaN or infinite; lower the learning "
+                f"rates (train.lr_decoder, train.lr_prior), clip gradients (train.grad_clip) or bound f "
+                f"(prior.f_clamp)")
+        g, f_top = float(gap), float(top)
+        what = (f"f(z+) - f(z-) = {g:.4g} nats exceeds train.max_f_gap = {t.max_f_gap:g}"
+                if t.max_f_gap is not None and abs(g) > t.max_f_gap else
+                f"|f| = {f_top:.4g} exceeds train.max_abs_f = {t.max_abs_f:g}")
+        raise TrainingDivergedError(
+            f"the prior's energy diverged at step {self.step}: {what}; the prior chain no longer reaches the "
+            f"posterior samples. Lower train.lr_prior, penalize f's gradient (prior.objective_args.grad_penalty, "
+            f"e.g. 0.1), or start prior chains from posterior samples (sampling.prior_start: posterior)")
 
     def reset_decoder(self) -> None:
         """Re-initialize the decoder and its optimizer (the end of autoencoder pretraining, Li et al. 2019)."""
@@ -427,9 +484,44 @@ class Trainer:
                     log(f"latent diagnostics: {diag['message']}")
                 skip = ("n_sentences", "n_chains", "message")
                 out.update({f"valid_{k}": v for k, v in diag.items() if k not in skip})
+            if t.prior_fit_samples and self.data.latent_diagnostics:
+                out.update(self._prior_fit())
         finally:
             model.train(was)
         return out
+
+    def _prior_fit(self) -> dict:
+        """The prior-fit diagnostics (:func:`textebm.eval.prior_fit.prior_fit`) on ``train.prior_fit_samples``
+        codes per source, the aggregate posterior drawn from the training sentences; judged by the corpus's
+        grammar when it has one, else by forward perplexity under an n-gram model of the training split (built
+        at the first validation; skipped when kenlm is not installed)."""
+        from .eval.prior_fit import grammar_judge, prior_fit
+
+        if self._fit_judges is None:
+            self._fit_judges = []
+            from .eval.truth import grammar_for_corpus
+
+            d = self.recipe.data
+            try:
+                pcfg = grammar_for_corpus(d.corpus, d.data_dir)
+            except ValueError as e:
+                log(f"prior fit: the corpus grammar is unusable ({e}); judged by FPPL instead")
+                pcfg = None
+            if pcfg is not None:
+                self._fit_judges.append(grammar_judge(pcfg))
+            else:
+                self._fit_judges += self.data.ngram_judges(self._workdir())
+        fit = prior_fit(self.model, self.data.train_ids, n=self.recipe.train.prior_fit_samples,
+                        judges=self._fit_judges, seed=VALID_SEED, permutations=100)
+        return {f"valid_fit_{k}": v for k, v in fit.items() if k not in ("protocol", "n")}
+
+    def _workdir(self) -> Path:
+        """A private temporary directory for this run's scratch files (removed when training ends)."""
+        if self._tmp is None:
+            import tempfile
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="textebm-")
+        return Path(self._tmp.name)
 
     # -- the loop --
     def _handle_signal(self, signum, frame):
@@ -519,17 +611,25 @@ class Trainer:
         (bar.write if bar is not None else log)(f"step {self.step}: {_validation_line(ev)}")
 
     def _update(self, batch, metrics) -> Optional[dict]:
-        """One training step; with ``sampling.on_nan: skip`` a diverged chain skips the batch and halves the
-        step sizes (None), otherwise it stops the run."""
+        """One training step; with ``sampling.on_nan: skip`` a diverged chain or step skips the batch and halves
+        the step sizes (None), otherwise it stops the run; so do ``MAX_SKIPS_IN_A_ROW`` skips in a row (a model
+        that diverges on every batch cannot recover by skipping)."""
         try:
-            return self.train_step(batch)
-        except SamplerDivergedError as e:
+            stats = self.train_step(batch)
+            self._skips_in_a_row = 0
+            return stats
+        except (SamplerDivergedError, TrainingDivergedError) as e:
             if self.recipe.sampling.on_nan != "skip":
                 raise
+            self._skips_in_a_row = getattr(self, "_skips_in_a_row", 0) + 1
+            if self._skips_in_a_row >= MAX_SKIPS_IN_A_ROW:
+                raise TrainingDivergedError(f"{MAX_SKIPS_IN_A_ROW} batches in a row diverged (sampling.on_nan: "
+                                            f"skip cannot recover); the last: {e}") from None
             self.nan_skips += 1
             self.step_scale *= 0.5
             log(f"step {self.step}: {e} -- skipped the batch; step sizes halved (x{self.step_scale:g})")
-            metrics.log({"step": self.step, "nan_skip": self.nan_skips, "sampler": e.sampler})
+            metrics.log({"step": self.step, "nan_skip": self.nan_skips,
+                         "sampler": getattr(e, "sampler", "training")})
             return None
 
     def _finish(self, summary: dict) -> None:
@@ -562,7 +662,25 @@ def _validation_line(ev: dict) -> str:
     if "valid_mi" in ev:
         line += (f"; latent: MI {_num(ev['valid_mi'])} nats, active units {ev['valid_active_units']}, "
                  f"shuffled-latent gap {_num(ev['valid_shuffle_gap'])} nats/sentence")
-    return line
+    fit = prior_fit_line(ev, "valid_fit_")
+    return f"{line}; {fit}" if fit else line
+
+
+def prior_fit_line(d: dict, prefix: str = "") -> str:
+    """The prior-fit numbers of a record in words (empty when it has none)."""
+    parts = []
+    for metric, fmt in (("grammatical", "{:.3f}"), ("fppl", "{:.1f}")):
+        for rule in ("decode", "greedy"):
+            a, b = d.get(f"{prefix}prior_{rule}_{metric}"), d.get(f"{prefix}posterior_{rule}_{metric}")
+            if a is not None and b is not None:
+                ratio = d.get(f"{prefix}ratio_{rule}_{metric}")
+                parts.append(f"{metric} ({'greedy' if rule == 'greedy' else 'decoded'}) prior {fmt.format(a)} / "
+                             f"posterior {fmt.format(b)}" + (f" = {ratio:.2f}" if ratio is not None else ""))
+    if d.get(f"{prefix}mmd2") is not None:
+        parts.append(f"MMD^2 {d[f'{prefix}mmd2']:.3f} (p {d[f'{prefix}mmd_p']:.2f})")
+    if d.get(f"{prefix}f_gap") is not None:
+        parts.append(f"f gap {d[f'{prefix}f_gap']:.2f}")
+    return ("prior fit: " + ", ".join(parts)) if parts else ""
 
 
 def _num(v, digits: int = 2) -> str:
@@ -586,6 +704,9 @@ def _report_lines(summary: dict) -> List[str]:
                      f"{_num(end['valid_active_units'], 0)}" + (f" of {d}" if d else "") + f", shuffled-latent gap "
                      f"{_num(end['valid_shuffle_gap'])} nats/sentence, KL {_num(end['valid_kl'])} nats/sentence, "
                      f"reconstruction token accuracy {_num(end['valid_recon_token_acc'], 3)}")
+    fit = prior_fit_line(end, "valid_fit_")
+    if fit:
+        lines.append(f"{fit} (at the end)")
     return lines
 
 

@@ -91,6 +91,7 @@ CHAIN_FIELDS = {
     "prior_start_fraction": ("0.5", "start_fraction", 0.5),
     "posterior_warm_start": ("true", "start", "example"),
     "prior_reinit": None,  # the persistent store's restart rate (the trainer's PersistentChains), not the chain's
+    "prior_replay": None,  # the size of the trainer's store of posterior samples (CodeReplay), not the chain's
 }
 #: sampling keys of the training loop, not of a chain
 LOOP_KEYS = {"on_nan", "compile", "capture_bucket", "posterior_start"}

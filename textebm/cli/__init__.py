@@ -38,6 +38,10 @@ def _is_user_error(e: BaseException) -> bool:
         from ..sampling.base import SamplerDivergedError
 
         kinds.append(SamplerDivergedError)
+    if "textebm.train" in sys.modules:
+        from ..train import TrainingDivergedError
+
+        kinds.append(TrainingDivergedError)
     if "textebm.eval.ngram" in sys.modules:
         from ..eval.ngram import LmplzError
 

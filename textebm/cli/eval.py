@@ -19,7 +19,8 @@ def add_parser(sub) -> None:
                     ("recon", "reconstruction NLL at posterior samples"),
                     ("diversity", "distinct-1/2/3 and self-BLEU of samples"),
                     ("latent", "latent usage: mutual information, active units, shuffled-latent gap, KL, "
-                               "reconstruction accuracy and BLEU")):
+                               "reconstruction accuracy and BLEU; and the prior's fit: decodes of prior codes "
+                               "against decodes of aggregate-posterior and N(0, I) codes, MMD, f gap")):
         e.add_argument(f"--{m}", action="store_true", help=what)
     e.add_argument("--all", action="store_true", help="every metric (the default when none is chosen)")
     e.add_argument("--n-samples", type=int_in(1, 10 ** 7), default=None,
@@ -49,6 +50,15 @@ def add_parser(sub) -> None:
     e.add_argument("--covariance", choices=("diag", "full"), default=None, help="proposal covariance (diag)")
     e.add_argument("--log-z-samples", type=int_in(2, 10 ** 9), default=None,
                    help="Monte Carlo samples for log Z (default 100000)")
+    e.add_argument("--fit-samples", type=int_in(2, 10 ** 6), default=1000,
+                   help="codes per source for the prior-fit diagnostics of --latent (default 1000)")
+    d = e.add_mutually_exclusive_group()
+    d.add_argument("--temperature", type=float_in(0.0), default=None,
+                   help="decode samples at this temperature (default: the recipe's generate settings)")
+    d.add_argument("--greedy", action="store_true", help="decode samples by arg-max")
+    e.add_argument("--top-k", type=int_in(0), default=None, help="decode from the k most likely tokens (0 = all)")
+    e.add_argument("--top-p", type=float_in(0.0, 1.0), default=None, help="nucleus decoding, 0 < P <= 1")
+    e.add_argument("--max-len", type=int_in(1, 10 ** 5), default=None, help="longest decode (tokens)")
     e.add_argument("--self-bleu-max", type=int_in(2, 10 ** 5), default=1000,
                    help="subsample size for self-BLEU (default 1000)")
     e.add_argument("--corpus", default=None, help="corpus name or directory (default: the run's recipe)")

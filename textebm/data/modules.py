@@ -122,6 +122,22 @@ class TextData(DataModule):
     def save(self, run_dir) -> None:
         self.tokenizer.save(run_dir)
 
+    def ngram_judges(self, workdir, order: int = 5) -> list:
+        """[a judge of sentences by their forward perplexity under an ``order``-gram model of the training split]
+        (:func:`textebm.eval.prior_fit.ngram_judge`), the model written into ``workdir``; [] with a note when
+        kenlm is not installed."""
+        import importlib.util
+
+        from ..eval import ngram
+        from ..eval.prior_fit import ngram_judge
+
+        if importlib.util.find_spec("kenlm") is None:
+            _log("prior fit: kenlm is not installed (pip install 'textebm[text]'), so decodes are not judged")
+            return []
+        text = [" ".join(self.tokenizer.decode(ids).split()) for ids in self.train_ids]
+        res = ngram.train(order, text, workdir / "train.arpa")
+        return [ngram_judge(res.path)]
+
     def finish(self, model, run_dir, generator) -> None:
         """Nothing more for text runs (samples come from ``textebm sample``)."""
 

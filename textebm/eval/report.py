@@ -89,6 +89,24 @@ def metric_rows(report: dict) -> List[tuple]:
         rows.append(("KL = IS-NLL - recon NLL (nats/sentence)", _fmt(lat.get("kl"), 3), f"± {_fmt(lat.get('kl_se'), 3)}"))
         rows.append(("reconstruction token accuracy", _fmt(lat.get("recon_token_acc"), 3),
                      f"greedy from z+; BLEU-4 {_fmt(lat.get('recon_bleu'), 3)}, exact {_fmt(lat.get('recon_exact'), 3)}"))
+    fit = report.get("prior_fit")
+    if fit is not None:
+        n = fit.get("n")
+        for metric, label, digits in (("grammatical", "grammatical", 3), ("fppl", "FPPL", 2)):
+            for rule in ("decode", "greedy"):
+                how = "greedy" if rule == "greedy" else "recipe's decoding"
+                if fit.get(f"prior_{rule}_{metric}") is None:
+                    continue
+                rows.append((f"prior fit: {label} of decodes, prior / posterior / N(0,I) codes ({how})",
+                             " / ".join(_fmt(fit.get(f"{src}_{rule}_{metric}"), digits)
+                                        for src in ("prior", "posterior", "reference")),
+                             f"ratio prior/posterior {_fmt(fit.get(f'ratio_{rule}_{metric}'), 3)}; {n} codes each"))
+        rows.append(("prior fit: MMD^2(prior codes, posterior codes)", _fmt(fit.get("mmd2"), 4),
+                     f"permutation p {_fmt(fit.get('mmd_p'), 3)}; Gaussian kernel, bandwidth "
+                     f"{_fmt(fit.get('mmd_bandwidth'), 3)}"))
+        rows.append(("prior fit: f(z+) - f(z-) (nats)", _fmt(fit.get("f_gap"), 3),
+                     f"mean distance to the nearest posterior code: prior {_fmt(fit.get('nn_prior'), 2)}, "
+                     f"N(0,I) {_fmt(fit.get('nn_reference'), 2)}, posterior {_fmt(fit.get('nn_posterior'), 2)}"))
     tr = report.get("truth")
     if tr is not None:
         st = tr.get("samples")

@@ -104,6 +104,45 @@ def grammar_truth(model, args, samples, train_s, subset, nll) -> dict | None:
     return out
 
 
+def prior_fit_report(model, args, train_s) -> dict:
+    """:func:`textebm.eval.prior_fit.prior_fit` on ``--fit-samples`` codes per source, the aggregate posterior
+    drawn from the training sentences, judged by the corpus's grammar (when it has one) and by forward perplexity
+    under an ``--order``-gram model of the training split (when kenlm is installed)."""
+    import importlib.util
+    import tempfile
+
+    from ..data.tokenizers import encode_sentences
+    from . import ngram
+    from .prior_fit import grammar_judge, ngram_judge, prior_fit
+    from .truth import grammar_for_corpus
+
+    r = model.recipe
+    judges, notes = [], []
+    pcfg = grammar_for_corpus(r.data.corpus, r.data.data_dir) if r is not None and args.corpus is None else None
+    if pcfg is not None:
+        judges.append(grammar_judge(pcfg))
+    ids, _ = encode_sentences(train_s, model.tokenizer, r.data.max_len if r is not None else 10 ** 9,
+                              r.data.length_policy if r is not None else "truncate")
+    with tempfile.TemporaryDirectory(prefix="textebm-fit-") as tmp:
+        if importlib.util.find_spec("kenlm") is not None:
+            res = ngram.train(args.order, train_s, Path(tmp) / "train.arpa", estimator=args.estimator)
+            judges.append(ngram_judge(res.path))
+        else:
+            notes.append("kenlm is not installed: no FPPL of the decodes")
+        log(f"prior fit: {args.fit_samples} codes per source ...")
+        fit = prior_fit(model, ids, n=args.fit_samples, judges=judges, seed=args.seed,
+                        decoding=_decoding(model, args))
+    if notes:
+        fit["message"] = "; ".join(notes)
+    return fit
+
+
+def _decoding(model, args) -> dict:
+    from ..model import recipe_decoding
+
+    return recipe_decoding(model.recipe, **decoding_args(args))
+
+
 def decoding_args(args) -> dict:
     """The decoding rule's overrides given on ``textebm eval``'s command line (None: the recipe's)."""
     return dict(max_len=getattr(args, "max_len", None), greedy=True if getattr(args, "greedy", False) else None,
@@ -208,6 +247,9 @@ def evaluate_run(model, args, run_path) -> dict:
         report["latent"] = latent_diagnostics_for_sentences(model, subset, max_sentences=None, seed=args.seed, **kw)
         report["latent"]["protocol"] = LATENT_PROTOCOL
         report["timing_s"]["latent"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        report["prior_fit"] = prior_fit_report(model, args, train_s)
+        report["timing_s"]["prior_fit"] = time.perf_counter() - t0
     truth = grammar_truth(model, args, samples, train_s, subset, report.get("nll"))
     if truth is not None:
         report["truth"] = truth

@@ -12,7 +12,7 @@ import dataclasses
 from .base import LogDensity, SamplerDivergedError, Samples, Target, frozen, gradient_target, log_prob_and_grad
 from .langevin import Langevin, langevin
 from .mala import MALA, mala
-from .persistent import ExampleChains, PersistentChains
+from .persistent import CodeReplay, ExampleChains, PersistentChains
 from .capture import ChainGraphs
 from .chain import POSTERIOR_CHAIN, POSTERIOR_STARTS, PRIOR_CHAIN, PRIOR_STARTS, ChainConfig
 from .runner import Density, draw_noise, run_chain
@@ -49,4 +49,4 @@ __all__ = ["LogDensity", "Target", "Samples", "Sampler", "SamplerDivergedError",
            "gradient_target", "ChainConfig", "PRIOR_CHAIN", "POSTERIOR_CHAIN", "PRIOR_STARTS", "POSTERIOR_STARTS",
            "run_chain", "draw_noise", "Density", "ChainGraphs", "Schedule", "Langevin", "langevin", "SGHMC", "sghmc", "MALA",
            "mala", "SVGD", "svgd", "svgd_direction", "rbf_kernel", "median_bandwidth", "PersistentChains",
-           "ExampleChains", "SAMPLERS", "get_sampler"]
+           "ExampleChains", "CodeReplay", "SAMPLERS", "get_sampler"]

@@ -225,3 +225,72 @@ class ExampleChains:
                              f"this store has {self.n_examples} of dim {self.dim}")
         self.z = None if state["z"] is None else state["z"].clone()
         self.seen = None if state["seen"] is None else state["seen"].clone()
+
+
+class CodeReplay:
+    """Prior chains started from recent posterior samples: a ring buffer of the last ``capacity`` z+ of the
+    training batches (:meth:`add`), used as a ``warm_start`` store of a prior chain.
+
+    Each call starts a row from a random buffered z+ with probability ``fraction`` and from the caller's fresh
+    start (N(0, sigma0^2 I)) otherwise; the chain's final states are not stored back (the buffer holds posterior
+    samples only). A chain that starts where the codes of real sentences are tracks them however far from the
+    origin they sit; the fresh rows keep the prior learning where its chain from N(0, sigma0^2 I) goes, which is
+    where generation starts. (DAMC, Yu et al. 2023, starts half its prior chains from an amortized sampler.)
+    Rows are picked on the device without reading anything back to the host.
+    """
+
+    name = "posterior replay"
+
+    def __init__(self, capacity: int, fraction: float = 0.5):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        self.capacity, self.fraction = int(capacity), float(fraction)
+        self.buffer: Optional[torch.Tensor] = None
+        self.filled = 0
+        self.head = 0
+
+    def to(self, device) -> "CodeReplay":
+        if self.buffer is not None:
+            self.buffer = self.buffer.to(device)
+        return self
+
+    def add(self, z: torch.Tensor) -> None:
+        """Store the rows of z (the newest replace the oldest)."""
+        check_z(z, "z")
+        z = z.detach()
+        if self.buffer is None:
+            self.buffer = torch.zeros(self.capacity, z.shape[1], dtype=z.dtype, device=z.device)
+        n = min(z.shape[0], self.capacity)
+        rows = (self.head + torch.arange(n, device=self.buffer.device)) % self.capacity
+        self.buffer[rows] = z[-n:].to(self.buffer)
+        self.head = (self.head + n) % self.capacity
+        self.filled = min(self.capacity, self.filled + n)
+
+    def begin(self, z0: torch.Tensor, index=None, generator: Optional[torch.Generator] = None):
+        check_z(z0, "z0")
+        if self.filled == 0:  # nothing stored yet: every chain starts fresh
+            return z0, None
+        n, dev = z0.shape[0], self.buffer.device
+        pick = torch.randint(self.filled, (n,), generator=generator, device=dev)
+        replay = torch.rand(n, generator=generator, device=dev) < self.fraction
+        start = torch.where(replay[:, None], self.buffer[pick], z0.to(self.buffer))
+        return start, replay
+
+    def end(self, handle, z: torch.Tensor) -> None:
+        """Prior states are not stored: the buffer holds posterior samples only."""
+
+    def stats(self, handle) -> dict:
+        return {} if handle is None else {"n_replayed": handle.sum()}
+
+    def state_dict(self) -> dict:
+        return {"buffer": None if self.buffer is None else self.buffer.clone(), "filled": self.filled,
+                "head": self.head, "capacity": self.capacity}
+
+    def load_state_dict(self, state: dict) -> None:
+        if int(state["capacity"]) != self.capacity:
+            raise ValueError(f"the stored replay buffer holds {state['capacity']} codes; this one {self.capacity}")
+        buf = state.get("buffer")
+        self.buffer = None if buf is None else buf.clone()
+        self.filled, self.head = int(state["filled"]), int(state["head"])

@@ -1,0 +1,130 @@
+"""Amortized posteriors against known answers: a linear-Gaussian model's exact posterior, learned by both of the
+encoder's losses, the sign model's posterior moments by quadrature, and the chain start they provide."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from textebm.config import Recipe, apply_overrides
+from textebm.encoders import GRUEncoder, MLPEncoder, encoder_loss, gaussian_log_prob
+from textebm.model import LatentEBMModel
+from textebm.prior import GaussianPrior
+
+
+class LinearGaussianDecoder(nn.Module):
+    """p(x | z) = N(x; W z, sigma^2 I) with W = Q diag(w): the posterior under N(0, I) is
+    N(S W^T x / sigma^2, S), S = diag(1 / (1 + w^2 / sigma^2))."""
+
+    def __init__(self, w, D=6, sigma=0.5, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        Q, _ = torch.linalg.qr(torch.randn(D, D, generator=g))
+        self.register_buffer("W", Q[:, :len(w)] * torch.tensor(w))
+        self.sigma, self.latent_dim = sigma, len(w)
+        self.S = 1.0 / (1.0 + torch.tensor(w) ** 2 / sigma ** 2)
+
+    def log_prob(self, x, z):
+        return -0.5 * ((x - z @ self.W.T) / self.sigma).pow(2).sum(-1) - x.shape[1] * math.log(self.sigma)
+
+    def data(self, n, g):
+        z = torch.randn(n, self.latent_dim, generator=g)
+        return z @ self.W.T + self.sigma * torch.randn(n, self.W.shape[0], generator=g)
+
+    def posterior(self, x):
+        return (x @ self.W) / self.sigma ** 2 * self.S, self.S
+
+
+@pytest.mark.parametrize("kind", ["chain", "elbo"])
+def test_the_encoder_recovers_the_posterior_of_a_linear_gaussian_model(kind):
+    torch.manual_seed(0)
+    dec = LinearGaussianDecoder([2.0, 1.0, 0.5])
+    model = LatentEBMModel(GaussianPrior(3), dec, encoder=MLPEncoder(6, 3, hidden=32))
+    opt = torch.optim.Adam(model.encoder.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    for step in range(800):
+        x = dec.data(256, g)
+        mean, var = dec.posterior(x)
+        z_pos = mean + var.sqrt() * torch.randn(mean.shape, generator=g)  # exact posterior samples (the chain's)
+        loss = encoder_loss(model, x, z_pos, kind, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step == 600:
+            for group in opt.param_groups:
+                group["lr"] = 2e-3
+    x = dec.data(2000, g)
+    mean, var = dec.posterior(x)
+    mu, log_std = model.encoder(x)
+    assert (mu - mean).abs().mean() < 0.03, (mu - mean).abs().mean()
+    torch.testing.assert_close(log_std.exp().pow(2).mean(0), var, rtol=0.06, atol=0.003)
+
+
+def test_the_gru_encoder_learns_the_sign_models_posterior_moments_and_ignores_padding():
+    """Token i is ``a`` with probability sigmoid(4 z_i): p(z_i | a) ∝ N(z_i; 0, 1) sigmoid(4 z_i), whose mean and
+    variance come from quadrature; the chain loss moves q to them (the inclusive KL's Gaussian optimum)."""
+    grid = torch.linspace(-8, 8, 16001, dtype=torch.float64)
+    dens = torch.exp(-grid ** 2 / 2) * torch.sigmoid(4 * grid)
+    dens /= dens.sum()
+    m_a = float((grid * dens).sum())
+    v_a = float(((grid - m_a) ** 2 * dens).sum())
+    torch.manual_seed(0)
+    enc = GRUEncoder(6, 2, embed_dim=8, hidden_dim=16)
+    opt = torch.optim.Adam(enc.parameters(), lr=2e-2)
+    g = torch.Generator().manual_seed(2)
+    for step in range(500):
+        if step == 300:
+            opt.param_groups[0]["lr"] = 3e-3
+        signs = torch.randint(0, 2, (128, 2), generator=g)
+        x = torch.cat([torch.full((128, 1), 2), 4 + signs, torch.full((128, 1), 3)], 1)
+        s = 1 - 2 * signs.double()  # +1 for a (token 4), -1 for b
+        # exact posterior draws by rejection: z ~ N(0, 1), kept with probability sigmoid(4 s z)
+        z = torch.randn(128, 2, 64, generator=g, dtype=torch.float64)
+        keep = torch.rand(z.shape, generator=g, dtype=torch.float64) < torch.sigmoid(4 * s[..., None] * z)
+        first = keep.double().argmax(-1, keepdim=True)
+        z_pos = z.gather(-1, first).squeeze(-1).float()
+        loss = -enc.log_prob(x, z_pos).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x = torch.tensor([[2, 4, 5, 3], [2, 5, 4, 3]])
+    mu, log_std = enc(x)
+    assert mu[0, 0].item() == pytest.approx(m_a, abs=0.05) and mu[0, 1].item() == pytest.approx(-m_a, abs=0.05)
+    assert log_std.exp().pow(2).mean().item() == pytest.approx(v_a, rel=0.15)
+    padded = torch.cat([x, torch.zeros(2, 5, dtype=torch.long)], 1)  # <pad> = 0: the same sentences
+    torch.testing.assert_close(enc(padded)[0], mu)
+
+
+def test_gaussian_log_prob_is_the_normal_density():
+    mu, log_std = torch.randn(5, 3), torch.randn(5, 3) * 0.3
+    z = torch.randn(5, 3)
+    ref = torch.distributions.Normal(mu, log_std.exp()).log_prob(z).sum(-1)
+    torch.testing.assert_close(gaussian_log_prob(z, mu, log_std), ref)
+    zk = torch.randn(5, 7, 3)
+    ref_k = torch.distributions.Normal(mu[:, None], log_std.exp()[:, None]).log_prob(zk).sum(-1)
+    torch.testing.assert_close(gaussian_log_prob(zk, mu, log_std), ref_k)
+
+
+def test_a_chain_that_starts_at_the_encoder_starts_at_its_draws(tmp_path):
+    from textebm.data import WordVocab
+    from textebm.model import build_model
+
+    r = apply_overrides(Recipe(), ["model.latent_dim=3", "model.embed_dim=8", "model.hidden_dim=8",
+                                   "prior.hidden=8", "model.encoder=gru", "sampling.posterior_start=encoder",
+                                   "sampling.posterior_steps=0"])
+    vocab = WordVocab.build(["a b c"])
+    model = build_model(r, vocab).eval()
+    with torch.no_grad():
+        model.encoder.head.weight.zero_()
+        model.encoder.head.bias.copy_(torch.tensor([5.0, -5.0, 2.0, math.log(0.1), math.log(0.1), math.log(0.1)]))
+    x = torch.tensor([[vocab.bos_id, 4, 5, vocab.eos_id]] * 400)
+    z = model.sample_posterior(x, generator=torch.Generator().manual_seed(0))  # 0 steps: the start itself
+    torch.testing.assert_close(z.mean(0), torch.tensor([5.0, -5.0, 2.0]), atol=0.03, rtol=0)
+    torch.testing.assert_close(z.std(0), torch.full((3,), 0.1), atol=0.015, rtol=0)
+    # the model saves and reloads its encoder
+    model.save_pretrained(tmp_path / "m")
+    again = LatentEBMModel.from_pretrained(tmp_path / "m").eval()
+    torch.testing.assert_close(again.encoder(x[:2])[0], model.encoder(x[:2])[0])
+    with pytest.raises(Exception, match="posterior_start: encoder needs"):
+        apply_overrides(Recipe(), ["sampling.posterior_start=encoder"])

@@ -1,0 +1,72 @@
+"""The training loop's guards and chain starts: a prior whose energy runs away is stopped with a message naming
+it; prior chains started from posterior samples start where those samples are."""
+import pytest
+import torch
+
+from conftest import run_cli, tiny_recipe
+from textebm.sampling import CodeReplay
+from textebm.train import Trainer, TrainingDivergedError, train
+
+#: a prior that runs away: the posterior chain carries z far from N(0, I) (large falling steps, little noise), the
+#: prior chain (2 steps of 0.01) cannot follow, so f rises at z+ and falls at z- without bound (f(z+) is about
+#: 86 by step 30, 1,444 by step 50 and 292,000 by step 140 without the guard)
+RUNAWAY = ["train.steps=150", "train.lr_prior=0.01", "train.latent_batches=0", "train.prior_fit_samples=0",
+           "sampling.posterior_steps=10", "sampling.posterior_step_size=0.8", "sampling.posterior_schedule=linear",
+           "sampling.posterior_step_size_end=0.05", "sampling.posterior_noise=0.3", "sampling.prior_steps=2",
+           "sampling.prior_step_size=0.01"]
+
+
+def test_the_energy_guard_stops_a_run_whose_prior_runs_away(toy_corpus, tmp_path):
+    with pytest.raises(TrainingDivergedError, match=r"prior's energy diverged at step (\d+): f\(z\+\) - f\(z-\) = "
+                                                    r".* exceeds train.max_f_gap = 100.*lr_prior.*grad_penalty"):
+        train(tiny_recipe(toy_corpus, *RUNAWAY), tmp_path / "run", device="cpu", progress=False)
+    # without the guard the same run reaches its last step with an energy of hundreds of thousands of nats
+    t = Trainer(tiny_recipe(toy_corpus, *RUNAWAY, "train.max_f_gap=null", "train.max_abs_f=null"),
+                tmp_path / "unguarded", device="cpu", progress=False)
+    for _ in range(60):
+        stats = t.train_step(t.data.next())
+        t.step += 1
+    assert float(stats["f_pos"] - stats["f_neg"]) > 1000
+
+
+def test_the_guard_is_one_line_on_the_command_line(toy_corpus, tmp_path):
+    from textebm.config import dump_recipe
+
+    recipe = tmp_path / "runaway.yaml"
+    recipe.write_text(dump_recipe(tiny_recipe(toy_corpus, *RUNAWAY)))
+    proc = run_cli("train", str(recipe), "--out", str(tmp_path / "run"), "--no-progress")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]  # after the run's own progress lines: one line of error
+    assert last.startswith("textebm: error: the prior's energy diverged") and "train.max_f_gap" in last
+
+
+def test_prior_chains_start_from_posterior_samples_with_the_given_fraction():
+    replay = CodeReplay(capacity=8, fraction=0.25)
+    z0 = torch.zeros(4000, 2)
+    start, handle = replay.begin(z0)
+    assert handle is None and start is z0  # nothing stored yet: every chain starts fresh
+    replay.add(torch.full((5, 2), 7.0))
+    replay.add(torch.full((5, 2), 9.0))  # the ring keeps the newest 8: three 7s, five 9s
+    assert replay.filled == 8 and sorted(replay.buffer[:, 0].tolist()) == [7.0] * 3 + [9.0] * 5
+    start, handle = replay.begin(z0, generator=torch.Generator().manual_seed(0))
+    replayed = start[:, 0] != 0
+    assert torch.equal(replayed, handle)
+    assert replayed.float().mean().item() == pytest.approx(0.25, abs=0.03)
+    assert (start[replayed, 0] == 9.0).float().mean().item() == pytest.approx(5 / 8, abs=0.05)
+    again = CodeReplay(capacity=8, fraction=0.25)
+    again.load_state_dict(replay.state_dict())
+    torch.testing.assert_close(again.buffer, replay.buffer)
+    assert (again.filled, again.head) == (replay.filled, replay.head)
+
+
+def test_the_trainer_feeds_its_prior_chain_the_latest_posterior_samples(toy_corpus, tmp_path):
+    t = Trainer(tiny_recipe(toy_corpus, "sampling.prior_start=posterior", "sampling.prior_start_fraction=1.0",
+                            "sampling.prior_steps=0", "sampling.prior_replay=32", "train.batch_size=32"),
+                tmp_path / "run", device="cpu", progress=False)
+    assert isinstance(t.prior_store, CodeReplay) and t.prior_chain.start == "posterior"
+    batch = t.data.next()
+    z_pos = t.sample_posterior(batch.x, batch.index)
+    t.prior_store.add(z_pos)
+    z_neg = t.sample_prior(32)  # 0 steps: the starts themselves, every one a stored posterior sample
+    stored = {tuple(r) for r in z_pos.tolist()}
+    assert all(tuple(r) in stored for r in z_neg.tolist())
