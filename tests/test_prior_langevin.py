@@ -8,6 +8,10 @@ from textebm.prior import LatentEBMPrior
 from textebm.sampling import PRIOR_CHAIN, SamplerDivergedError, langevin
 
 
+def STD_NORMAL(z):
+    return -0.5 * z.pow(2).sum(-1)
+
+
 def linear_prior(d=3, sigma0=1.0, seed=0):
     """n_layers=0 gives f(z) = w.z + b, so p_alpha = N(sigma0^2 w, sigma0^2 I) exactly."""
     torch.manual_seed(seed)
@@ -142,13 +146,14 @@ def test_ais_log_partition_matches_closed_forms_where_plain_monte_carlo_fails():
     f = lambda z: -lam * (z - mu).pow(2).sum(-1) / 2  # noqa: E731
     exact = -0.5 * d * math.log(1 + lam) - lam * mu.pow(2).sum().item() / (2 * (1 + lam))
     g = torch.Generator().manual_seed(0)
-    est, se = ais_log_partition(f, torch.randn(2000, d, generator=g), 1.0, n_temps=200, generator=g)
+    est, se = ais_log_partition(f, torch.randn(2000, d, generator=g), STD_NORMAL, n_temps=200, generator=g)
     assert abs(est - exact) < max(4 * se, 0.15), (est, se, exact)
     mc, _ = log_mean_exp_se(f(torch.randn(20000, d, generator=g)))
     assert mc < exact - 1.0  # what plain Monte Carlo would have said
     # a linear f: Z = exp(|a|^2 / 2), and the prior's own method on an MLP agrees with plain MC where MC is fine
     a = torch.tensor([0.5, -0.3, 0.2, 0.0])
-    est, se = ais_log_partition(lambda z: z @ a, torch.randn(1000, d, generator=g), 1.0, n_temps=50, generator=g)
+    est, se = ais_log_partition(lambda z: z @ a, torch.randn(1000, d, generator=g), STD_NORMAL, n_temps=50,
+                                generator=g)
     assert abs(est - a.pow(2).sum().item() / 2) < max(4 * se, 0.02)
     prior = LatentEBMPrior(d, hidden=16)
     ais, ais_se = prior.log_partition_ais(n_chains=1000, n_temps=50, generator=g)

@@ -84,14 +84,18 @@ class PriorConfig:
     negative_slope: float = 0.2
     sigma0: float = 1.0
     f_clamp: Optional[float] = None
+    reference: str = "gaussian"        # gaussian: N(0, sigma0^2 I) | fitted: N(m, diag s^2) moved toward the moments
+                                       # of the posterior samples z+ (a moving average), which f then tilts
+    reference_momentum: float = 0.99   # fitted reference: m <- mu m + (1 - mu) mean(z+), likewise s^2
     objective: str = "mle"
     objective_args: Dict[str, Any] = field(default_factory=dict)
     sampler: str = "langevin"
     sampler_args: Dict[str, Any] = field(default_factory=dict)
     amortizer: Optional[str] = None
 
-    _choices = {"kind": ("ebm", "gaussian"), "sampler": SAMPLER_NAMES}
-    _ranges = {"hidden": (1, None), "n_layers": (0, None), "sigma0": (1e-12, None), "f_clamp": (1e-12, None)}
+    _choices = {"kind": ("ebm", "gaussian"), "sampler": SAMPLER_NAMES, "reference": ("gaussian", "fitted")}
+    _ranges = {"hidden": (1, None), "n_layers": (0, None), "sigma0": (1e-12, None), "f_clamp": (1e-12, None),
+               "reference_momentum": (0.0, 0.999999)}
 
 
 @dataclass

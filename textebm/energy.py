@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from typing import Callable, Dict, Optional
 
 import torch
@@ -80,11 +81,18 @@ def captures_config(init):
 
 class Energy(nn.Module):
     """Base class of the energy models (see the module docstring). Subclasses define ``f`` and set ``dim``,
-    ``sigma0`` and ``reference`` (``"gaussian"`` or ``"flat"``); ``default_chain`` is the chain :meth:`sample`
-    runs when it is given none."""
+    ``sigma0`` and ``reference``; ``default_chain`` is the chain :meth:`sample` runs when it is given none.
+
+    References: ``"gaussian"``, N(0, sigma0^2 I); ``"flat"``, 1; ``"fitted"``, N(m, diag s^2) whose mean and
+    standard deviations are buffers that :meth:`update_reference` moves toward the moments of given samples (an
+    exponential moving average): a Gaussian fitted to the aggregate posterior ex post (Ghosh et al. 2020, "From
+    Variational to Deterministic Autoencoders", Sec. 4) that f then tilts, so that chains started at the reference
+    start where the codes of real sentences are, however far from the origin those sit.
+    """
 
     kind = "energy"
     reference = "gaussian"
+    REFERENCES = ("gaussian", "flat", "fitted")
     #: True when nothing about the model is learned and :meth:`sample` draws exact samples (no chain)
     fixed = False
     dim: int
@@ -125,11 +133,51 @@ class Energy(nn.Module):
         """The tilt f(z) (negative energy relative to the reference); shape (batch,)."""
         raise NotImplementedError
 
+    def _init_reference(self, reference: str, momentum: float = 0.99) -> None:
+        """Set the reference; a fitted one gets its buffers (mean 0, standard deviations sigma0 to start)."""
+        if reference not in self.REFERENCES:
+            raise ValueError(f"unknown reference {reference!r}; choose one of {list(self.REFERENCES)}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"reference_momentum must be in [0, 1), got {momentum}")
+        self.reference, self.reference_momentum = reference, float(momentum)
+        if reference == "fitted":
+            self.register_buffer("ref_mean", torch.zeros(self.dim))
+            self.register_buffer("ref_log_std", torch.full((self.dim,), math.log(self.sigma0)))
+            self.register_buffer("ref_updates", torch.zeros((), dtype=torch.long))
+
     def log_reference(self, z: torch.Tensor) -> torch.Tensor:
-        """log p0(z) up to its normalizer: -|z|^2 / (2 sigma0^2) (Gaussian reference) or 0 (flat)."""
+        """log p0(z) up to its normalizer (:meth:`log_reference_constant`): -|z|^2 / (2 sigma0^2) (Gaussian),
+        -|(z - m) / s|^2 / 2 (fitted) or 0 (flat)."""
         if self.reference == "flat":
             return z.new_zeros(z.shape[0])
+        if self.reference == "fitted":
+            return -0.5 * ((z - self.ref_mean) * torch.exp(-self.ref_log_std)).pow(2).sum(-1)
         return -z.pow(2).sum(-1) / (2.0 * self.sigma0 ** 2)
+
+    def log_reference_constant(self) -> float:
+        """log p0(z) - :meth:`log_reference` (z): the Gaussian normalizer, -(d/2) log(2 pi) - sum log s (0 for a
+        flat reference)."""
+        if self.reference == "flat":
+            return 0.0
+        log_std = float(self.ref_log_std.sum()) if self.reference == "fitted" else self.dim * math.log(self.sigma0)
+        return -0.5 * self.dim * math.log(2 * math.pi) - log_std
+
+    @torch.no_grad()
+    def update_reference(self, z: torch.Tensor, min_std: float = 1e-2) -> None:
+        """A fitted reference moves toward the mean and the per-coordinate standard deviation of the rows of z:
+        m <- mu m + (1 - mu) mean(z), s^2 <- mu s^2 + (1 - mu) var(z) (mu = ``reference_momentum``; the first
+        update takes the moments as they are), s at least ``min_std``. No-op for other references. Device-side
+        only (no host synchronization)."""
+        if self.reference != "fitted" or z.shape[0] < 2:
+            return
+        z = z.detach().to(self.ref_mean)
+        mean, var = z.mean(0), z.var(0)
+        mu = torch.where(self.ref_updates > 0, torch.tensor(self.reference_momentum, device=z.device),
+                         torch.zeros((), device=z.device))
+        self.ref_mean.copy_(mu * self.ref_mean + (1 - mu) * mean)
+        new_var = mu * torch.exp(2 * self.ref_log_std) + (1 - mu) * var
+        self.ref_log_std.copy_(0.5 * torch.log(new_var.clamp_min(min_std ** 2)))
+        self.ref_updates.add_(1)
 
     def log_prob_unnormalized(self, z: torch.Tensor) -> torch.Tensor:
         """f(z) + log p0(z): log p(z) up to an additive constant (what samplers see)."""
@@ -148,9 +196,13 @@ class Energy(nn.Module):
 
     # ---- sampling --------------------------------------------------------------------------------------
     def sample_reference(self, n: int, generator: Optional[torch.Generator] = None, device=None) -> torch.Tensor:
-        """n draws from N(0, sigma0^2 I): the reference (or, for a flat one, the chains' start)."""
+        """n draws from the reference: N(0, sigma0^2 I), N(m, diag s^2) when fitted (for a flat reference, the
+        chains' start N(0, sigma0^2 I))."""
         device = device if device is not None else self.device
-        return self.sigma0 * torch.randn(n, self.dim, generator=generator, device=device)
+        eps = torch.randn(n, self.dim, generator=generator, device=device)
+        if self.reference == "fitted":
+            return self.ref_mean.to(device) + torch.exp(self.ref_log_std).to(device) * eps
+        return self.sigma0 * eps
 
     def sample(self, n: int, chain=None, z0: Optional[torch.Tensor] = None,
                generator: Optional[torch.Generator] = None, return_samples: bool = False, **run_kwargs):

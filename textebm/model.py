@@ -379,11 +379,12 @@ def describe_decoding(rule: dict) -> str:
 def build_model(recipe, tokenizer=None) -> LatentEBMModel:
     """Construct prior + decoder from a recipe and, for text, a tokenizer (vocabulary size and special ids)."""
     m, p = recipe.model, recipe.prior
+    ref = dict(reference=p.reference, reference_momentum=p.reference_momentum)
     if p.kind == "gaussian":
-        prior = GaussianPrior(m.latent_dim, sigma0=p.sigma0)
+        prior = GaussianPrior(m.latent_dim, sigma0=p.sigma0, **ref)
     else:
         prior = LatentEBMPrior(m.latent_dim, hidden=p.hidden, n_layers=p.n_layers, activation=p.activation,
-                               negative_slope=p.negative_slope, sigma0=p.sigma0, f_clamp=p.f_clamp)
+                               negative_slope=p.negative_slope, sigma0=p.sigma0, f_clamp=p.f_clamp, **ref)
     if m.decoder == "conv":
         kwargs = dict(latent_dim=m.latent_dim, channels=recipe.data.channels, image_size=recipe.data.image_size,
                       ngf=m.ngf, sigma=m.likelihood_sigma, **m.decoder_args)

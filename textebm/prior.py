@@ -37,7 +37,8 @@ class LatentEBMPrior(Energy):
 
     @captures_config
     def __init__(self, latent_dim: int, hidden: int = 200, n_layers: int = 2, activation: str = "leaky_relu",
-                 negative_slope: float = 0.2, sigma0: float = 1.0, f_clamp: Optional[float] = None):
+                 negative_slope: float = 0.2, sigma0: float = 1.0, f_clamp: Optional[float] = None,
+                 reference: str = "gaussian", reference_momentum: float = 0.99):
         super().__init__()
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
@@ -47,6 +48,7 @@ class LatentEBMPrior(Energy):
         self.dim = int(latent_dim)
         self.sigma0 = float(sigma0)
         self.f_clamp = f_clamp
+        self._init_reference(reference, reference_momentum)
         self.net = mlp(latent_dim, hidden, n_layers, 1, activation, negative_slope)
 
     @property
@@ -63,8 +65,7 @@ class LatentEBMPrior(Energy):
 
     def log_prob(self, z: torch.Tensor, log_z: float) -> torch.Tensor:
         """Normalized log p_alpha(z), given an estimate of log Z(alpha) (see :meth:`log_partition`)."""
-        d = self.latent_dim
-        return self.log_prob_unnormalized(z) - 0.5 * d * math.log(2 * math.pi * self.sigma0 ** 2) - log_z
+        return self.log_prob_unnormalized(z) + self.log_reference_constant() - log_z
 
     def score(self, z: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
         """grad_z log p_alpha(z) = grad_z f_alpha(z) - z / sigma0^2; shape (batch, d).
@@ -100,8 +101,9 @@ class LatentEBMPrior(Energy):
         is concentrated where p0 rarely samples (a peaked prior), where plain Monte Carlo under p0 is biased low."""
         with torch.no_grad():
             z0 = self.sample_reference(n_chains, generator=generator)
-        return ais_log_partition(self.f, z0, self.sigma0, n_temps=n_temps, step_size=step_size,
-                                 generator=generator)
+        scale = float(torch.exp(self.ref_log_std).max()) if self.reference == "fitted" else self.sigma0
+        return ais_log_partition(self.f, z0, self.log_reference, scale=scale, n_temps=n_temps,
+                                 step_size=step_size, generator=generator)
 
 
 def log_mean_exp_se(log_w: torch.Tensor):
@@ -113,12 +115,14 @@ def log_mean_exp_se(log_w: torch.Tensor):
     return float(log_mean), float(w.std(unbiased=True) / w.mean() / math.sqrt(n))
 
 
-def ais_log_partition(f, z0: torch.Tensor, sigma0: float, n_temps: int = 200, step_size: float = 0.3,
-                      target_accept: float = 0.6, generator: Optional[torch.Generator] = None):
-    """log Z = log E_{N(0, sigma0^2 I)}[exp f(z)] by annealed importance sampling (Neal 2001).
+def ais_log_partition(f, z0: torch.Tensor, log_reference, scale: float = 1.0, n_temps: int = 200,
+                      step_size: float = 0.3, target_accept: float = 0.6,
+                      generator: Optional[torch.Generator] = None):
+    """log Z = log E_{p0}[exp f(z)] by annealed importance sampling (Neal 2001), p0 the reference whose
+    unnormalized log-density is ``log_reference`` (e.g. -|z|^2 / (2 sigma0^2)) and whose draws are the rows of z0.
 
-    Intermediate densities pi_t(z) ∝ N(z; 0, sigma0^2 I) exp(b_t f(z)) with b_t = (t / T)^4, t = 0..T (dense near
-    the reference, where the chains change most). Each of the n chains (rows of ``z0`` ~ N(0, sigma0^2 I))
+    Intermediate densities pi_t(z) ∝ p0(z) exp(b_t f(z)) with b_t = (t / T)^4, t = 0..T (dense near
+    the reference, where the chains change most). Each of the n chains (rows of ``z0`` ~ p0)
     accumulates log w += (b_t - b_{t-1}) f(z) and then takes one MALA step that leaves pi_t invariant; the MALA
     step size adapts toward ``target_accept`` from the acceptance of the previous temperature (a population
     adaptation). E[w] = Z exactly, so log mean w is an estimate of log Z, biased low by about var(log w) / 2 and
@@ -134,11 +138,11 @@ def ais_log_partition(f, z0: torch.Tensor, sigma0: float, n_temps: int = 200, st
         f_z = f(z).double()
     for b_prev, b in zip(betas[:-1], betas[1:]):
         log_w += (b - b_prev) * f_z
-        target = lambda v, b=b: b * f(v) - v.pow(2).sum(-1) / (2.0 * sigma0 ** 2)  # noqa: E731
+        target = lambda v, b=b: b * f(v) + log_reference(v)  # noqa: E731
         out = run_chain(MALA(), target, z, 1, s, generator=generator, name="ais mala")
         z = out.z
         rate = out.stats["accept_rate"]
-        s = min(2.0 * sigma0, max(1e-4, s * math.exp(0.5 * (rate - target_accept))))
+        s = min(2.0 * scale, max(1e-4, s * math.exp(0.5 * (rate - target_accept))))
         with torch.no_grad():
             f_z = f(z).double()
     return log_mean_exp_se(log_w)
@@ -156,14 +160,18 @@ class GaussianPrior(Energy):
     fixed = True
 
     @captures_config
-    def __init__(self, latent_dim: int, sigma0: float = 1.0):
+    def __init__(self, latent_dim: int, sigma0: float = 1.0, reference: str = "gaussian",
+                 reference_momentum: float = 0.99):
         super().__init__()
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {latent_dim}")
         if not sigma0 > 0:
             raise ValueError(f"sigma0 must be > 0, got {sigma0}")
+        if reference == "flat":
+            raise ValueError("a Gaussian prior has a Gaussian reference: gaussian or fitted")
         self.dim = int(latent_dim)
         self.sigma0 = float(sigma0)
+        self._init_reference(reference, reference_momentum)
         self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
 
     def f(self, z: torch.Tensor) -> torch.Tensor:
@@ -172,12 +180,14 @@ class GaussianPrior(Energy):
         return z.new_zeros(z.shape[0])
 
     def log_prob(self, z: torch.Tensor, log_z: float = 0.0) -> torch.Tensor:
-        """log N(z; 0, sigma0^2 I) (``log_z`` is 0 for this prior and only kept for the common interface)."""
-        d = self.latent_dim
-        return self.log_prob_unnormalized(z) - 0.5 * d * math.log(2 * math.pi * self.sigma0 ** 2) - log_z
+        """log N(z; 0, sigma0^2 I) (or of the fitted reference; ``log_z`` is 0 for this prior and only kept for
+        the common interface)."""
+        return self.log_prob_unnormalized(z) + self.log_reference_constant() - log_z
 
     def score(self, z: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
-        """-z / sigma0^2."""
+        """-z / sigma0^2 (-(z - m) / s^2 for a fitted reference)."""
+        if self.reference == "fitted":
+            return -(z - self.ref_mean) * torch.exp(-2 * self.ref_log_std)
         return -z / self.sigma0 ** 2
 
     def sample(self, n: int, chain=None, z0=None, generator: Optional[torch.Generator] = None,

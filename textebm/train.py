@@ -381,6 +381,7 @@ class Trainer:
         t0 = clock.mark()
         z_pos = self.sample_posterior(x, index, prior_weight(t, self.step))
         t1 = clock.mark()
+        model.prior.update_reference(z_pos)  # a fitted reference follows the posterior samples (else no-op)
         if isinstance(self.prior_store, CodeReplay):
             self.prior_store.add(z_pos)
         z_neg = None if model.prior.fixed else self.objective.negatives(model.prior, z_pos, self.sample_prior)
