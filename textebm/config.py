@@ -182,6 +182,9 @@ class TrainConfig:
     anneal_steps: int = 1000
     anneal_cycles: int = 4
     anneal_ratio: float = 0.5
+    posterior_noise_to: Optional[float] = None  # the posterior chain's noise scale moves linearly from
+                                       # sampling.posterior_noise to this over posterior_noise_steps (null: fixed)
+    posterior_noise_steps: int = 1000
     pretrain_steps: int = 0            # first steps as an autoencoder: w = 0 (no prior term in the posterior) ...
     pretrain_reset: bool = True        # ... then re-initialize the decoder (Li et al. 2019); chains and prior stay
     encoder_loss: str = "chain"        # model.encoder's loss: chain (fit q to the posterior chain's samples, DAMC) |
@@ -194,7 +197,7 @@ class TrainConfig:
 
     _choices = {"lr_schedule": ("constant", "cosine", "linear", "exponential"), "amp": ("none", "bf16", "fp16"),
                 "anneal": ("none", "linear", "cyclical"), "encoder_loss": ("chain", "elbo")}
-    _ranges = {"max_f_gap": (1e-12, None), "max_abs_f": (1e-12, None), "lr_encoder": (0.0, None), "lr_gamma": (1e-12, 1.0), "lr_decay_every": (1, None), "steps": (0, None), "batch_size": (1, None),
+    _ranges = {"posterior_noise_to": (0.0, None), "posterior_noise_steps": (1, None), "max_f_gap": (1e-12, None), "max_abs_f": (1e-12, None), "lr_encoder": (0.0, None), "lr_gamma": (1e-12, 1.0), "lr_decay_every": (1, None), "steps": (0, None), "batch_size": (1, None),
                "lr_decoder": (0.0, None), "lr_prior": (0.0, None),
                "log_every": (1, None), "eval_every": (1, None), "save_every": (1, None),
                "keep_checkpoints": (1, None), "warmup_steps": (0, None), "anneal_start": (0.0, 1.0),
@@ -351,6 +354,8 @@ def check_recipe(recipe: "Recipe") -> None:
     for which, sampler, noise in (("prior", recipe.prior.sampler, s.prior_noise),
                                   ("posterior", s.posterior_sampler, s.posterior_noise)):
         key = "prior.sampler" if which == "prior" else "sampling.posterior_sampler"
+        if which == "posterior" and t.posterior_noise_to is not None:
+            noise = min(noise, t.posterior_noise_to)
         if sampler == "mala" and s.noise and noise != 1.0:
             raise ConfigError(f"{key}: mala's accept test needs the full proposal noise, but "
                               f"sampling.{which}_noise is {noise:g}; set it to 1 or choose another sampler")

@@ -323,7 +323,8 @@ def recipe_chains(recipe) -> Tuple[ChainConfig, ChainConfig]:
     Prior: ``prior.sampler`` with ``prior.sampler_args``, ``sampling.prior_steps`` (K0), the step-size schedule
     ``prior_schedule`` from ``prior_step_size`` (s0) to ``prior_step_size_end``, ``prior_noise``, and the start
     (``prior_persistent`` > 0: a replay buffer, else ``prior_start``). Posterior: ``sampling.posterior_*`` the same
-    way, started per ``posterior_start`` (``posterior_warm_start``: each example's last state). Both: ``noise``
+    way, started per ``posterior_start`` (``posterior_warm_start``: each example's last state), with the noise
+    scale training ends at (``train.posterior_noise_to`` when set). Both: ``noise``
     (false: no noise in either), ``z_clamp``, ``check_every``, ``capture`` (``none`` turns capture off; whether a
     device can capture is decided when the chain runs). Without a recipe: the paper's chains
     (:data:`~textebm.sampling.PRIOR_CHAIN`, :data:`~textebm.sampling.POSTERIOR_CHAIN`).
@@ -342,6 +343,8 @@ def recipe_chains(recipe) -> Tuple[ChainConfig, ChainConfig]:
         step = Schedule(getattr(s, f"{which}_schedule"), getattr(s, f"{which}_step_size"),
                         getattr(s, f"{which}_step_size_end"))
         noise = getattr(s, f"{which}_noise") if s.noise else 0.0
+        if which == "posterior" and s.noise and recipe.train.posterior_noise_to is not None:
+            noise = recipe.train.posterior_noise_to  # where training ends (it moves there: train.posterior_noise)
         return ChainConfig(update, getattr(s, f"{which}_steps"), step, noise, start=start, start_fraction=fraction,
                            name=f"{which} {update.name}", **common)
 

@@ -139,6 +139,21 @@ def lr_lambda(kind: str, total: int, warmup: int, gamma: float = 1.0, every: int
     return f
 
 
+def posterior_noise(recipe, step: int) -> Optional[float]:
+    """The posterior chain's noise scale at training step ``step``: ``sampling.posterior_noise`` c0 rising (or
+    falling) linearly to ``train.posterior_noise_to`` c1 over ``train.posterior_noise_steps`` steps after
+    ``train.pretrain_steps``, in steps of 0.05 (so a captured chain is captured again only a few times); None
+    (the recipe's chain as it is) without ``posterior_noise_to``. A sharpened chain (c0 < 1, temperature c0^2)
+    moves z by the gradient of log p(x | z) even when the decoder barely reads z, which is what makes the latent
+    carry the sentence early on; ending at c1 = 1 trains on samples of the model's own posterior (maximum
+    likelihood) once it does."""
+    t, c0 = recipe.train, recipe.sampling.posterior_noise
+    if t.posterior_noise_to is None or not recipe.sampling.noise:
+        return None
+    frac = min(1.0, max(0, step - t.pretrain_steps) / t.posterior_noise_steps)
+    return round((c0 + (t.posterior_noise_to - c0) * frac) * 20) / 20
+
+
 def prior_weight(t, step: int) -> float:
     """The weight w of log p_alpha(z) in the posterior the chains sample at training step ``step`` (``t``: the
     recipe's train section): 0 during autoencoder pretraining, then ``t.anneal`` counted from its end
@@ -350,8 +365,10 @@ class Trainer:
         return prior.sample(n, self.prior_chain.scaled(self.step_scale), z0=z0, generator=self.gen,
                             graphs=self.graphs, warm_start=self.prior_store)
 
-    def sample_posterior(self, x: torch.Tensor, index: Optional[torch.Tensor] = None, weight: float = 1.0):
-        """z+ ~ p(z | x) by the posterior chain, in eval mode, from p0 or each example's stored chain."""
+    def sample_posterior(self, x: torch.Tensor, index: Optional[torch.Tensor] = None, weight: float = 1.0,
+                         noise: Optional[float] = None):
+        """z+ ~ p(z | x) by the posterior chain (its noise scale ``noise`` when given), in eval mode, from p0, the
+        encoder or each example's stored chain."""
         model = self.model
         z0 = model.posterior_start(x, self.posterior_chain, generator=self.gen)
         store = dict(warm_start=self.posterior_store, index=index) if self.posterior_store is not None else {}
@@ -361,7 +378,8 @@ class Trainer:
         model.eval()
         try:
             with self.autocast():
-                z = model.sample_posterior(x, self.posterior_chain.scaled(self.step_scale), z0=z0,
+                chain = self.posterior_chain.scaled(self.step_scale).replace(noise_scale=noise)
+                z = model.sample_posterior(x, chain, z0=z0,
                                            generator=self.gen, prior_weight=weight, graphs=self.graphs, **store)
         finally:
             model.train(was)
@@ -379,7 +397,7 @@ class Trainer:
         x = x.to(self.device, non_blocking=True)
         clock = self.clock
         t0 = clock.mark()
-        z_pos = self.sample_posterior(x, index, prior_weight(t, self.step))
+        z_pos = self.sample_posterior(x, index, prior_weight(t, self.step), posterior_noise(self.recipe, self.step))
         t1 = clock.mark()
         model.prior.update_reference(z_pos)  # a fitted reference follows the posterior samples (else no-op)
         if isinstance(self.prior_store, CodeReplay):

@@ -93,7 +93,7 @@ CHAIN_FIELDS = {
     "prior_reinit": None,  # the persistent store's restart rate (the trainer's PersistentChains), not the chain's
     "prior_replay": None,  # the size of the trainer's store of posterior samples (CodeReplay), not the chain's
 }
-#: sampling keys of the training loop, not of a chain
+#: sampling keys of the training loop, not of a chain (posterior_start: the model resolves it, tests/test_encoders.py)
 LOOP_KEYS = {"on_nan", "compile", "capture_bucket", "posterior_start"}
 
 
