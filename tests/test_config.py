@@ -11,7 +11,7 @@ import pytest
 
 from textebm.config import ConfigError, Recipe, apply_overrides, dump_recipe, load_recipe
 
-from conftest import ROOT, one_line_error, run_main
+from conftest import FAST, ROOT, one_line_error, run_main, tiny_recipe
 
 
 def laughs(depth: int) -> str:
@@ -133,12 +133,13 @@ def test_check_key_names_keys_of_the_schema():
             check_key(key)
 
 
-def test_the_cli_prints_recipe_errors_as_one_line(tmp_path, capsys):
+def test_the_cli_prints_recipe_errors_as_one_line(tmp_path, capsys, toy_corpus):
     path = tmp_path / "r.yaml"
     path.write_text(laughs(6))
     code, out, err = run_main(capsys, "train", path, "--out", tmp_path / "o")
     one_line_error(code, err, "expands to more than")
-    path.write_text(dump_recipe(Recipe()).replace("max_len: 40", "max_len: 100000000", 1))
+    tiny = dump_recipe(tiny_recipe(toy_corpus, "train.steps=1", *FAST))
+    path.write_text(tiny.replace("max_len: 40", "max_len: 100000000", 1))
     code, out, err = run_main(capsys, "train", path, "--out", tmp_path / "o")
     one_line_error(code, err, "data.max_len", "must be in")
     assert not (tmp_path / "o").exists()
