@@ -86,6 +86,8 @@ class RunLock:
         path = self.run_dir / LOCK_FILE
         if create_dir:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+        elif not self.run_dir.is_dir():
+            raise RunDirError(f"no such run directory: {self.run_dir}")
         refuse_link(path, "the lock file")
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         fd = os.open(path, flags, 0o666)
