@@ -394,7 +394,7 @@ def divergence_message(e, trainer) -> str:
             f"clamp |f| / |z| (prior.f_clamp, sampling.z_clamp)")
 
 
-class train_session:
+class TrainSession:
     """What ``textebm train`` holds while it writes ``run_dir`` (a context manager around the Trainer):
 
     * the lock of :class:`textebm.rundir.RunLock` (on the main process of a distributed run), taken before
@@ -413,7 +413,7 @@ class train_session:
         self.main = int(os.environ.get("RANK", "0") or 0) == 0
         self.trainer, self.lock, self.fresh, self._old_term = None, None, False, None
 
-    def __enter__(self) -> "train_session":
+    def __enter__(self) -> "TrainSession":
         import signal
 
         from . import rundir
@@ -434,7 +434,6 @@ class train_session:
             if not self.resume:
                 check_out_dir(self.run_dir, self.overwrite)
             self.fresh = not self.resume and not holds_anything(self.run_dir)
-            self.existed = existed
 
             def on_term(signum, frame):
                 raise rundir.Interrupted(signum)
@@ -491,8 +490,7 @@ class train_session:
                 # again)
                 if self.fresh and self.run_dir.is_dir() and not list_checkpoints(self.run_dir):
                     clear_dir(self.run_dir)
-                    if not self.existed or not any(self.run_dir.iterdir()):
-                        self.run_dir.rmdir()
+                    self.run_dir.rmdir()
         finally:
             self._release()
         if isinstance(e, SamplerDivergedError) and self.trainer is not None:

@@ -43,8 +43,8 @@ from .model import LatentEBMModel, build_model, chain_settings
 from .objectives import build_objective
 from .objectives.data_ebm import loss_parameters, setup_objective
 from .files import FileFormatError, load_state, progress
-from .runs import CheckpointError, drop_aside, holds_anything, load_latest_checkpoint, restore_aside, rng_state, \
-    save_checkpoint, set_aside, set_rng_state, train_session, write_run_file
+from .runs import CheckpointError, clear_dir, drop_aside, holds_anything, list_checkpoints, load_latest_checkpoint, \
+    restore_aside, rng_state, save_checkpoint, set_aside, set_rng_state, TrainSession, write_run_file  # noqa: F401
 from .sampling import ChainGraphs, ExampleChains, PersistentChains, SamplerDivergedError
 
 VALID_SEED = 12345  # validation chains start from the same noise at every evaluation: numbers stay comparable
@@ -611,7 +611,7 @@ def train(recipe: Recipe, run_dir, device: Optional[str] = None, resume: bool = 
     ``interrupted_by`` is the signal number that stopped the run, if any. ``inputs``: files the run reads (the
     recipe's), which ``run_dir`` may not hold.
     """
-    with train_session(run_dir, recipe, resume=resume, overwrite=overwrite, inputs=inputs) as session:
+    with TrainSession(run_dir, recipe, resume=resume, overwrite=overwrite, inputs=inputs) as session:
         trainer = Trainer(recipe, run_dir, device=device, resume=resume, progress=progress, overwrite=overwrite)
         session.trainer = trainer
         summary = trainer.run()
