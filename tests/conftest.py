@@ -87,3 +87,55 @@ def tiny_run(tmp_path_factory, toy_corpus) -> Path:
     run = tmp_path_factory.mktemp("run") / "tiny"
     train(tiny_recipe(toy_corpus, "train.steps=20"), run, device="cpu", progress=False)
     return run
+
+
+#: overrides that make a tiny run cheap to train: one validation batch, no latent diagnostics
+FAST = ["train.latent_batches=0", "train.eval_batches=1"]
+
+
+@pytest.fixture
+def recipe_file(tmp_path, toy_corpus) -> Path:
+    """A tiny, cheap recipe (4 steps, a checkpoint every 2) written to a YAML file."""
+    from textebm.config import dump_recipe
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(dump_recipe(tiny_recipe(toy_corpus, "train.steps=4", "train.save_every=2", *FAST)))
+    return path
+
+
+def run_main(capsys, *argv):
+    """``textebm ARGV`` in this process: (exit status, stdout, non-empty stderr lines)."""
+    from textebm.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse errors
+        code = e.code
+    cap = capsys.readouterr()
+    return code, cap.out, [line for line in cap.err.splitlines() if line.strip()]
+
+
+def one_line_error(code, err, *words) -> str:
+    """Exit status 2 and a last stderr line ``textebm...: error: ...`` naming every word, no traceback."""
+    assert code == 2, err
+    assert not any("Traceback" in line for line in err), err
+    assert err and ": error: " in err[-1] and err[-1].startswith("textebm"), err
+    for w in words:
+        assert w in err[-1], err[-1]
+    return err[-1]
+
+
+def tree(directory: Path) -> dict:
+    """Every file and link under ``directory`` (not following links): path -> bytes or ('link', target)."""
+    import os
+
+    out = {}
+    for top, dirs, files in os.walk(directory):  # links to directories are listed, not entered
+        for name in dirs + files:
+            p = Path(top) / name
+            rel = str(p.relative_to(directory))
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_file():
+                out[rel] = p.read_bytes()
+    return dict(sorted(out.items()))

@@ -8,6 +8,7 @@ small ranges so that 500 cases run in well under a minute; what is fuzzed is the
 """
 import contextlib
 import io
+import json
 import os
 import shutil
 import string
@@ -328,3 +329,212 @@ def test_cli_never_crashes_and_touches_only_run_directories(world, monkeypatch):
     finally:
         set_hypothesis_home_dir(None)
     assert sorted(p.name for p in ROOT.iterdir()) == repo_before
+
+
+# ---- recipes, grammar files and ARPA headers as hostile or careless users write them ------------------------
+N_FILE_CASES = int(os.environ.get("TEXTEBM_FUZZ_FILE_CASES", "40"))
+
+
+def _fuzz_settings(n):
+    return settings(max_examples=n, deadline=None, derandomize=SEED is None, database=None,
+                    suppress_health_check=list(HealthCheck))
+
+
+def _run_quietly(args):
+    """``main(args)`` with stdout and stderr captured: (exit status, stderr text, seconds)."""
+    import time
+
+    out, err = io.StringIO(), io.StringIO()
+    t0 = time.monotonic()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:
+            code = e.code
+    return code, err.getvalue(), time.monotonic() - t0
+
+
+def _assert_clean(code, text, args):
+    assert code in (0, 2), (args, code, text[-2000:])
+    assert "Traceback" not in text, (args, text[-2000:])
+    if code == 2:
+        assert text.strip().splitlines()[-1].split(": error: ", 1)[1], (args, text)
+
+
+@st.composite
+def yaml_fragment(draw):
+    """A YAML value in flow style as a careless or hostile recipe holds it: aliases nested some levels deep (up to
+    a "billion laughs"), merges, deep nesting, tags that would run code or build other types, huge or odd sizes."""
+    kind = draw(st.sampled_from(["aliases", "merge", "nested", "tag", "number", "text"]))
+    if kind == "aliases":
+        depth, fan = draw(st.integers(1, 9)), draw(st.integers(2, 10))
+        items = ["a0: &a0 [x, y]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * fan) + "]"
+                                      for i in range(1, depth + 1)]
+        return "{" + ", ".join(items) + "}"
+    if kind == "merge":
+        return "{base: &b {steps: 1, batch_size: 4}, more: {<<: *b, steps: 2}}"
+    if kind == "nested":
+        d = draw(st.sampled_from([1, 5, 31, 33, 200, 5000]))
+        opener, closer = draw(st.sampled_from([("[", "]"), ("{a: ", "}")]))
+        return opener * d + "1" + closer * d
+    if kind == "tag":
+        return draw(st.sampled_from([
+            f"!!python/object/apply:os.system ['touch {PWNED_NAME}']", "!!python/name:os.system", "!!binary aGVsbG8=",
+            "!!set {a, b}", "!custom x", "!!timestamp 2001-12-14", "!!float nan", "!!int 0x7fffffff",
+            "!!str 12", "!!omap [{a: 1}]"]))
+    if kind == "number":
+        return draw(st.sampled_from(["1e308", "-1e308", ".inf", ".nan", "1000000000", "9" * 400, "-1", "0",
+                                     "1.5", "0x10", "0o17", "1_000", "true", "null", "[]", "{}"]))
+    return draw(st.sampled_from(['""', "'x'", '"' + "y" * 5000 + '"', "&anchor z", "*undefined_alias", "[*a]"]))
+
+
+PWNED_NAME = "PWNED_BY_YAML"
+PLACES = ["data.options.x", "model.decoder_args.n_layer", "model.hidden_dim", "generate.max_len", "data.max_len",
+          "prior.objective_args.x", "sampling.prior_steps", "train.steps", "train.batch_size", "name", "seed",
+          "prior.sigma0", "data.corpus", "top"]
+
+
+def test_hostile_recipes_are_refused_in_one_line(world, monkeypatch):
+    """Whatever the YAML of a recipe holds, `textebm train` exits 0 or 2 quickly, never hangs or runs code."""
+    w = world
+    monkeypatch.chdir(w["runs"])
+    base = dict(w["recipe"])
+    base["train"] = {**base["train"], "steps": 1, "eval_batches": 1, "latent_batches": 0}
+
+    @_fuzz_settings(N_FILE_CASES)
+    @given(place=st.sampled_from(PLACES), fragment=yaml_fragment(), n=st.integers(0, 10 ** 9))
+    def check(place, fragment, n):
+        data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+        parts = place.split(".")
+        if place == "top":
+            data["extra"] = "@X@"
+        elif len(parts) == 1:
+            data[parts[0]] = "@X@"
+        elif len(parts) == 2:
+            data[parts[0]][parts[1]] = "@X@"
+        else:
+            data[parts[0]][parts[1]] = {parts[2]: "@X@"}
+        path = w["root"] / f"hostile-{n}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False).replace("'@X@'", fragment))
+        out = w["runs"] / f"hostile-out-{n}"
+        code, text, seconds = _run_quietly(["train", path, "--out", out, "--no-progress"])
+        _assert_clean(code, text, (place, fragment))
+        assert seconds < 60, (place, fragment, seconds)
+        assert not (w["runs"] / PWNED_NAME).exists() and not (w["root"] / PWNED_NAME).exists()
+        if out.exists():
+            shutil.rmtree(out)
+
+    check()
+
+
+GRAMMAR_SYMBOLS = ["S", "A", "B", "NP", "the", "dog", "a", "cat", "sees", ".", "", " ", "x y", "S S", "A A A"]
+PROBS = [1.0, 0.5, 0.0, -0.5, 1.5, 1e308, 1e-308, float("nan"), float("inf"), "0.5", None, True, 2]
+
+
+@st.composite
+def grammar_text(draw):
+    kind = draw(st.sampled_from(["rules", "rules", "rules", "nested", "bytes", "not an object"]))
+    if kind == "nested":
+        d = draw(st.sampled_from([10, 1000, 100_000]))
+        return '{"start": "S", "rules": {"S": ' + "[" * d + "]" * d + "}}"
+    if kind == "bytes":
+        return draw(st.binary(max_size=40)).decode("latin-1")
+    if kind == "not an object":
+        return draw(st.sampled_from(["[]", "null", "3", '"S"', "{}", '{"start": "S"}']))
+    lhs = draw(st.lists(st.sampled_from(["S", "A", "B", "NP"]), min_size=1, max_size=4, unique=True))
+    rules = {}
+    for name in lhs:
+        alts = draw(st.lists(st.tuples(st.sampled_from(PROBS), st.lists(st.sampled_from(GRAMMAR_SYMBOLS), min_size=1,
+                                                                        max_size=3)), min_size=1, max_size=3))
+        rules[name] = [[p, " ".join(rhs)] for p, rhs in alts]
+    if draw(st.booleans()):  # a long rule
+        rules.setdefault("S", []).append([0.0, " ".join(["w"] * draw(st.sampled_from([10, 2000])))])
+    start = draw(st.sampled_from(["S", "S", "X", ""]))
+    return json.dumps({"start": start, "rules": rules}, allow_nan=True)
+
+
+def test_hostile_grammar_files_stop_eval_in_one_line_before_any_metric(world):
+    """Whatever a corpus's grammar.json holds, `textebm eval` uses it or refuses it in one line, quickly."""
+    w = world
+    corpus = w["root"] / "grammar-corpus"
+    if not corpus.exists():
+        shutil.copytree(w["corpus"], corpus)
+
+    @_fuzz_settings(N_FILE_CASES)
+    @given(text=grammar_text())
+    def check(text):
+        (corpus / "grammar.json").write_text(text, encoding="utf-8", errors="surrogateescape")
+        code, err, seconds = _run_quietly(["eval", w["run"], "--corpus", corpus, "--nll", "-K", "2", "--chains", "2",
+                                           "--log-z-samples", "64", "--max-sentences", "2", "--out",
+                                           w["runs"] / "grammar-report.json", "--no-progress"])
+        _assert_clean(code, err, text[:300])
+        if code == 2:  # refused before any metric was computed
+            assert "NLL: importance sampling" not in err, (text[:300], err[-1000:])
+        assert seconds < 30, (text[:300], seconds)
+
+    check()
+
+
+ARPA_COUNTS = ["5", "6", "0", "1", "-5", "-1", "99999999999", "18446744073709551615", "abc", "1.5", "0x10", "",
+               " 7", "+3"]
+
+
+@st.composite
+def arpa_text(draw, good: str):
+    """The good model's text with its header mutated: counts, orders, spacing, lines dropped or repeated."""
+    lines = good.split("\n")
+    head = [i for i, line in enumerate(lines) if line.startswith("ngram ")]
+    for n, i in enumerate(head, start=1):
+        how = draw(st.integers(0, 5))
+        if how <= 1:  # the count only (a negative one crashed KenLM)
+            lines[i] = f"ngram {n}={draw(st.sampled_from(ARPA_COUNTS))}"
+        elif how == 2:
+            order = draw(st.sampled_from(["1", "2", "3", "7", "0", "-1", "x"]))
+            lines[i] = f"ngram {order}={draw(st.sampled_from(ARPA_COUNTS))}"
+    if draw(st.integers(0, 4)) == 0:
+        del lines[draw(st.sampled_from(head))]
+    if draw(st.integers(0, 4)) == 0:
+        lines.insert(draw(st.sampled_from(head)), draw(st.sampled_from(["ngram 2=6", "ngram 1=5", "junk"])))
+    if draw(st.integers(0, 5)) == 0:
+        lines = [line for line in lines if line != "\\data\\"]
+    if draw(st.integers(0, 4)) == 0:
+        lines = lines[:draw(st.integers(0, len(lines)))]  # truncated
+    return "\n".join(lines)
+
+
+def test_hostile_arpa_headers_never_crash_ngram_ppl(world):
+    """Whatever the header of an ARPA file says, `textebm ngram ppl` scores it or refuses it in one line: KenLM,
+    which crashes on a negative count, never sees a header that was not checked (each case runs in a forked
+    child, so that a crash shows as a failure here rather than ending the test run)."""
+    import sys
+    import tempfile
+
+    w = world
+    good, text = w["inputs"] / "model.arpa", w["inputs"] / "text.txt"
+
+    @_fuzz_settings(N_FILE_CASES)
+    @given(body=arpa_text(good.read_text()))
+    def check(body):
+        bad = w["runs"] / "fuzz.arpa"
+        bad.write_text(body)
+        with tempfile.TemporaryFile() as log:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # the child: run the command, report its exit status
+                code = 3
+                try:
+                    os.dup2(log.fileno(), 1)
+                    os.dup2(log.fileno(), 2)
+                    code, err, _ = _run_quietly(["ngram", "ppl", bad, text])
+                    os.write(2, err.encode())
+                    code = code if code in (0, 2) and "Traceback" not in err else 3
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            log.seek(0)
+            output = log.read().decode(errors="replace")
+        assert not os.WIFSIGNALED(status), (body[:400], f"killed by signal {os.WTERMSIG(status)}", output[-1000:])
+        assert os.WEXITSTATUS(status) in (0, 2), (body[:400], output[-1000:])
+
+    check()

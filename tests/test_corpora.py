@@ -402,3 +402,19 @@ def test_train_reports_missing_data_dir_cleanly(tmp_path, capsys):
                "--out", str(tmp_path / "run"), "--no-progress"])
     assert rc == 2
     assert "textebm: error: PTB: corpus directory not found" in capsys.readouterr().err
+
+
+def test_lines_end_at_newline_only_in_training_and_in_ngram_ppl(tmp_path):
+    """Row 21: lines holding ``\\f``, ``\\x85`` or U+2028 were split by ``str.splitlines``: 20 lines became 80
+    training sentences, while `ngram ppl` counted 20."""
+    pytest.importorskip("kenlm")
+    from textebm.data.corpus import load_local_dir
+    from textebm.eval.ngram import perplexity, train_builtin
+
+    lines = [f"w{i} a\fb c\x85d e\u2028f g" for i in range(20)]
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    corpus = load_local_dir(tmp_path)
+    assert len(corpus.train) == len(corpus.test) == 20
+    arpa = train_builtin(2, corpus.train, tmp_path / "m.arpa")
+    assert perplexity(arpa, tmp_path / "test.txt")["sentences"] == len(corpus.test)

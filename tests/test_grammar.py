@@ -362,3 +362,58 @@ def test_main_cli(tmp_path):
     assert [stats[k]["n_sentences"] for k in G.SPLITS] == [30, 4, 3]
     assert len(G.read_split(out / "train.txt")) == 30
     assert "--seed 5 --n-train 30 --n-valid 4 --n-test 3" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_a_huge_rule_with_a_unary_cycle_is_one_error_not_a_dense_matrix(tmp_path):
+    """Row 15: a 60 KB grammar.json with one 15,000-symbol rule and a unary cycle built a dense 15k x 15k matrix
+    (MemoryError, a traceback). Long rules are bounded; unary cycles are closed over their own symbols only."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    path = tmp_path / "grammar.json"
+    words = " ".join(f"w{i}" for i in range(15000))
+    path.write_text(json.dumps({"start": "S", "rules": {"S": [[0.5, "A"], [0.5, words]], "A": [[0.5, "S"],
+                                                                                          [0.5, "a"]]}}))
+    code = ("import sys\nfrom textebm.data.grammar import PCFG\ntry:\n    PCFG.load_json(sys.argv[1])\n"
+            "except ValueError as e:\n    print('ERROR', e)\n    sys.exit(2)\n")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    try:
+        p = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)), preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        pytest.fail("loading the grammar did not finish within 60 s")
+    assert p.returncode == 2 and "15000 symbols on its right-hand side" in p.stdout, p.stdout + p.stderr
+    # a long rule within the bound beside a unary cycle: the closure stays small and exact
+    rules = {"S": [[0.5, "A"], [0.5, " ".join(["w"] * 1000)]], "A": [[0.5, "S"], [0.5, "a"]]}
+    g = PCFG(rules, "S")
+    assert g.log_prob(["a"]) == pytest.approx(math.log(0.25 / 0.75))  # S -> A (-> S -> A)* -> a
+    assert len(g._closure_up) > 1000  # one chart symbol per position of the long rule, no dense matrix over them
+
+
+@pytest.mark.parametrize("rules, start, words", [
+    ({"S": [[1.0, "A"]], "A": [[1.0, "S"]]}, "S", "never derives a finite sentence"),
+    ({"S": [[0.5, "a"], [0.5, "S S S"]]}, "S", None),  # recursive but terminating: fine
+    ({"S": [[1.0, "a B"]], "B": [[1.0, "b B"]]}, "S", "'B'"),
+])
+def test_termination_is_checked(rules, start, words):
+    if words is None:
+        assert PCFG(rules, start).log_prob(["a"]) > -math.inf
+        return
+    with pytest.raises(ValueError, match=words):
+        PCFG(rules, start)
+
+
+def test_grammar_json_nested_deep_is_one_line(tmp_path):
+    """Row 17 (grammar.json nested 100k deep): a RecursionError traceback."""
+    path = tmp_path / "grammar.json"
+    path.write_text('{"start": "S", "rules": {"S": ' + "[" * 100_000 + "]" * 100_000 + "}}")
+    with pytest.raises(ValueError, match="nests more than") as info:
+        PCFG.load_json(path)
+    assert str(path) in str(info.value) and len(str(info.value).splitlines()) == 1

@@ -533,3 +533,37 @@ def test_train_auto_uses_lmplz(tmp_path, monkeypatch):
     res = train(3, ["a b c", "a b", "c b a"], tmp_path / "m.arpa")
     assert res.estimator_used == "lmplz" and res.fallback_reason is None
     assert os.path.getsize(res.path) > 0
+
+
+# ---- ARPA headers are checked before kenlm sees them ----------------------------------------------------------
+@pytest.mark.parametrize("header, words", [
+    ("ngram 2=-5", "non-negative integer"), ("ngram 2=99999999999", "more than its"),
+    ("ngram 3=6", "the orders must be 1, 2"), ("ngram 2=abc", "non-negative integer")])
+def test_a_bad_arpa_header_is_one_line_not_a_crash(tmp_path, header, words):
+    """Row 13: ``ngram 2=-5`` in the header made `textebm ngram ppl` die of a segmentation fault (exit 139), and a
+    huge count makes KenLM allocate whatever it asks for."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, assert_one_line_error
+
+    good = train_builtin(2, ["a b", "b a"], tmp_path / "ok.arpa")
+    bad = tmp_path / "bad.arpa"
+    bad.write_text(good.read_text().replace("ngram 2=6", header))
+    text = write_lines(tmp_path / "t.txt", ["a b"])
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, "-m", "textebm", "ngram", "ppl", str(bad), str(text)], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert_one_line_error(p, str(bad), words)
+
+
+def test_kenlms_whole_reason_is_kept_on_the_one_line(tmp_path):
+    """Row 18: only the first line of the error reached the user, without kenlm's reason."""
+    good = train_builtin(2, ["a b", "b a"], tmp_path / "ok.arpa")
+    bad = tmp_path / "bad.arpa"
+    bad.write_text(good.read_text().replace("ngram 2=6", "ngram 2=5"))
+    text = write_lines(tmp_path / "t.txt", ["a b"])
+    with pytest.raises(ModelFormatError) as info:
+        ngram_main(["ppl", str(bad), str(text)])
+    first = str(info.value).splitlines()[0]
+    assert "not an ARPA or KenLM binary model" in first and "kenlm:" in first and "\\end\\" in first, first

@@ -269,3 +269,22 @@ def test_the_energy_profile_is_the_prior_chain_of_the_run(tiny_run, tmp_path, mo
                                            "--chain-steps", "0"])) == 0
     assert not (tmp_path / "none" / "energy_profile.png").exists()
 
+
+
+@needs_plots
+def test_plot_of_a_run_named_with_dollars_and_huge_numbers(tmp_path, capsys):
+    """Rows 17 and 18: a run named ``cost $\\frac$`` printed ``\\frac`` (matplotlib's mathtext), metrics of 1e308
+    gave "arange: cannot compute length", and an integer above 1e308 an OverflowError."""
+    from conftest import run_main
+
+    name = write_metrics(tmp_path / "cost $\\frac$", [train_record(1), train_record(2)])
+    code, out, err = run_main(capsys, "plot", name, "--chain-steps", "0")
+    assert code == 0, err
+    assert (name / "plots" / "decoder_nll.png").is_file()
+    huge = write_metrics(tmp_path / "huge", [{"step": 1, "dec_nll": 1e308, "prior_loss": 10 ** 400},
+                                             {"step": 2, "dec_nll": -1e308, "prior_loss": 1.0},
+                                             {"step": 3, "dec_nll": 2.0, "prior_loss": 0.5}])
+    code, out, err = run_main(capsys, "plot", huge, "--chain-steps", "0")
+    assert code == 0, err
+    assert (huge / "plots" / "decoder_nll.png").is_file() and (huge / "plots" / "prior_loss.png").is_file()
+    assert any("3 value(s) beyond" in line for line in err), err

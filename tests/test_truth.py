@@ -129,3 +129,28 @@ def test_grammar_for_corpus(tmp_path, monkeypatch):
     (corpus / "grammar.json").write_text("{}")
     with pytest.raises(ValueError, match="grammar.json"):
         grammar_for_corpus(str(corpus))
+
+
+@pytest.mark.parametrize("rules, start, words", [
+    ({"S": [[1.0, "A"]], "A": [[1.0, "S"]]}, "S", "never derives a finite sentence"),
+    ({"S": [[1.5, "a"], [-0.5, "b"]]}, "S", "invalid probability"),
+    ({"S": [[float("nan"), "a"]]}, "S", "invalid probability"),
+    ({"S": [[1.0, "a"]]}, "X", "start symbol"),
+    ({"S": [[1.0, "no such words"]]}, "S", "does not derive"),
+])
+def test_a_bad_grammar_stops_eval_before_any_metric(tmp_path, tiny_run, toy_corpus, capsys, rules, start, words):
+    """Row 12: with a bad grammar.json, `eval --nll --recon --latent` failed only after computing every metric
+    (hours on a real run), and wrote no report."""
+    import shutil
+
+    from conftest import one_line_error, run_main
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(toy_corpus, corpus)
+    (corpus / "grammar.json").write_text(json.dumps({"start": start, "rules": rules}))
+    code, out, err = run_main(capsys, "eval", tiny_run, "--corpus", corpus, "--nll", "--recon", "--latent",
+                              "-K", "2", "--chains", "2", "--log-z-samples", "64", "--max-sentences", "3",
+                              "--out", tmp_path / "report.json", "--no-progress")
+    one_line_error(code, err, words)
+    assert not any(line.startswith(("NLL:", "latent diagnostics")) for line in err), err
+    assert out == ""

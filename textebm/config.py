@@ -18,6 +18,31 @@ SCHEDULES = ("constant", "linear", "geometric", "cosine")   # textebm.sampling.s
 SAMPLER_NAMES = ("langevin", "mala", "sghmc", "svgd")        # textebm.sampling.SAMPLERS
 REPORT_TO = ("jsonl", "tensorboard")                          # textebm.metrics_log.BACKENDS
 
+#: Upper bounds on every size a recipe (or a saved model's config.json) sets, checked before any work: each keeps
+#: the memory that one value asks for sane (a tensor of ~10^9 values at most), far above what the paper uses.
+SIZE_BOUNDS = {
+    "latent_dim": (1, 4096), "embed_dim": (1, 16384), "hidden_dim": (1, 16384), "hidden": (1, 16384),
+    "n_layers": (0, 64), "ngf": (1, 2048), "vocab_size": (1, 10 ** 7), "max_vocab": (1, 10 ** 7),
+    "spm_vocab_size": (8, 10 ** 6), "image_size": (4, 1024), "max_len": (1, 100_000), "data_max_len": (1, 16384),
+    "n_embd": (1, 16384), "n_inner": (1, 65536), "n_layer": (1, 256), "n_head": (1, 256),
+    "n_positions": (1, 200_000), "n_prefix": (1, 1024), "batch_size": (1, 65536), "prior_persistent": (0, 10 ** 7),
+    "steps_chain": (0, 10 ** 6), "latent_chains": (3, 10 ** 4), "top_k": (0, 10 ** 7), "capture_bucket": (1, 4096),
+}
+#: the most parameters a recipe's model may have, estimated from its sizes before anything is built (8 GiB of
+#: float32 values); the vocabulary's rows come on top (bounded by max_vocab / spm_vocab_size)
+MAX_PARAMETERS = 2 ** 31
+#: a recipe file or a --set value: at most this many bytes, this nesting depth, and this many values once YAML
+#: aliases are expanded (a few aliases nested a few levels deep expand to billions: "billion laughs")
+MAX_RECIPE_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+MAX_YAML_NODES = 100_000
+#: a recipe's name names its default run directory (runs/<name>): a name, never a path
+MAX_NAME_LENGTH = 128
+
+
+def _b(key):
+    return SIZE_BOUNDS[key]
+
 
 class ConfigError(ValueError):
     """A recipe is malformed; the message names the key and what was expected (always one line)."""
@@ -47,8 +72,8 @@ class DataConfig:
 
     _choices = {"kind": ("text", "image"), "tokenizer": ("word", "sentencepiece"),
                 "length_policy": ("truncate", "drop"), "channels": (1, 3)}
-    _ranges = {"min_count": (1, None), "max_len": (1, None), "spm_vocab_size": (8, None), "image_size": (4, None),
-               "limit": (1, None)}
+    _ranges = {"min_count": (1, None), "max_len": _b("data_max_len"), "spm_vocab_size": _b("spm_vocab_size"),
+               "image_size": _b("image_size"), "limit": (1, None), "max_vocab": _b("max_vocab")}
 
 
 @dataclass
@@ -69,9 +94,9 @@ class ModelConfig:
     encoder_args: Dict[str, Any] = field(default_factory=dict)  # e.g. {embed_dim: 64, hidden_dim: 128}
 
     _choices = {"decoder": ("lstm", "transformer", "conv"), "encoder": (None, "gru")}
-    _ranges = {"latent_dim": (1, None), "embed_dim": (1, None), "hidden_dim": (1, None),
+    _ranges = {"latent_dim": _b("latent_dim"), "embed_dim": _b("embed_dim"), "hidden_dim": _b("hidden_dim"),
                "dropout_in": (0.0, 1.0), "dropout_out": (0.0, 1.0), "word_dropout": (0.0, 0.99),
-               "init_range": (0.0, None), "ngf": (1, None), "likelihood_sigma": (1e-12, None)}
+               "init_range": (0.0, 1e6), "ngf": _b("ngf"), "likelihood_sigma": (1e-12, 1e6)}
 
 
 @dataclass
@@ -94,8 +119,8 @@ class PriorConfig:
     amortizer: Optional[str] = None
 
     _choices = {"kind": ("ebm", "gaussian"), "sampler": SAMPLER_NAMES, "reference": ("gaussian", "fitted")}
-    _ranges = {"hidden": (1, None), "n_layers": (0, None), "sigma0": (1e-12, None), "f_clamp": (1e-12, None),
-               "reference_momentum": (0.0, 0.999999)}
+    _ranges = {"hidden": _b("hidden"), "n_layers": _b("n_layers"), "sigma0": (1e-12, 1e6),
+               "f_clamp": (1e-12, 1e12), "reference_momentum": (0.0, 0.999999)}
 
 
 @dataclass
@@ -137,13 +162,13 @@ class SamplingConfig:
                 "prior_schedule": SCHEDULES, "posterior_schedule": SCHEDULES, "posterior_sampler": SAMPLER_NAMES,
                 "capture": ("auto", "none", "cuda_graph"), "prior_start": ("reference", "posterior"),
                 "posterior_start": ("reference", "encoder")}
-    _ranges = {"prior_steps": (0, None), "posterior_steps": (0, None),
+    _ranges = {"prior_steps": _b("steps_chain"), "posterior_steps": _b("steps_chain"),
                "prior_step_size": (1e-12, None), "posterior_step_size": (1e-12, None),
                "prior_step_size_end": (1e-12, None), "posterior_step_size_end": (1e-12, None),
-               "prior_noise": (0.0, None), "posterior_noise": (0.0, None), "prior_persistent": (0, None),
-               "prior_reinit": (0.0, 1.0), "check_every": (0, None), "capture_bucket": (1, None),
-               "z_clamp": (1e-12, None), "prior_start_fraction": (0.0, 1.0),
-               "prior_replay": (1, None)}
+               "prior_noise": (0.0, None), "posterior_noise": (0.0, None),
+               "prior_persistent": _b("prior_persistent"), "prior_reinit": (0.0, 1.0), "check_every": (0, None),
+               "capture_bucket": _b("capture_bucket"),
+               "z_clamp": (1e-12, None), "prior_start_fraction": (0.0, 1.0), "prior_replay": (1, 10 ** 7)}
 
 
 @dataclass
@@ -197,13 +222,15 @@ class TrainConfig:
 
     _choices = {"lr_schedule": ("constant", "cosine", "linear", "exponential"), "amp": ("none", "bf16", "fp16"),
                 "anneal": ("none", "linear", "cyclical"), "encoder_loss": ("chain", "elbo")}
-    _ranges = {"posterior_noise_to": (0.0, None), "posterior_noise_steps": (1, None), "max_f_gap": (1e-12, None), "max_abs_f": (1e-12, None), "lr_encoder": (0.0, None), "lr_gamma": (1e-12, 1.0), "lr_decay_every": (1, None), "steps": (0, None), "batch_size": (1, None),
+    _ranges = {"lr_gamma": (1e-12, 1.0), "lr_decay_every": (1, None), "steps": (0, None),
+               "batch_size": _b("batch_size"), "posterior_noise_to": (0.0, None), "posterior_noise_steps": (1, None),
+               "max_f_gap": (1e-12, None), "max_abs_f": (1e-12, None), "lr_encoder": (0.0, None),
                "lr_decoder": (0.0, None), "lr_prior": (0.0, None),
                "log_every": (1, None), "eval_every": (1, None), "save_every": (1, None),
                "keep_checkpoints": (1, None), "warmup_steps": (0, None), "anneal_start": (0.0, 1.0),
                "anneal_steps": (1, None), "anneal_cycles": (1, None), "anneal_ratio": (1e-6, 1.0),
-               "pretrain_steps": (0, None), "latent_batches": (0, None), "prior_fit_samples": (0, None),
-               "latent_chains": (3, None),
+               "pretrain_steps": (0, None), "latent_batches": (0, 10 ** 4), "latent_chains": _b("latent_chains"),
+               "prior_fit_samples": (0, 10 ** 6),
                "grad_clip": (1e-12, None), "weight_decay": (0.0, None), "num_threads": (1, 1024)}
 
 
@@ -215,7 +242,8 @@ class GenerateConfig:
     top_k: int = 0
     top_p: float = 1.0
 
-    _ranges = {"max_len": (1, None), "temperature": (1e-12, None), "top_k": (0, None), "top_p": (1e-12, 1.0)}
+    _ranges = {"max_len": _b("max_len"), "temperature": (1e-12, None), "top_k": _b("top_k"),
+               "top_p": (1e-12, 1.0)}
 
 
 @dataclass
@@ -320,8 +348,69 @@ def validate(obj, where: str = "recipe") -> None:
             raise ConfigError(f"{prefix}{k}: {v!r} must be {rng}")
 
 
+def check_name(name) -> None:
+    """A recipe's ``name`` names its default run directory ``runs/<name>``: it must be a name, never a path (no
+    ``/``, not ``.`` or ``..``, no control characters or NUL, at most :data:`MAX_NAME_LENGTH` characters)."""
+    bad = (not name or len(name) > MAX_NAME_LENGTH or name in (".", "..") or "/" in name
+           or any(ord(c) < 32 or ord(c) == 127 for c in name))
+    if bad:
+        raise ConfigError(f"name: {name[:MAX_NAME_LENGTH + 20]!r} is not a run name: it names the directory "
+                          f"runs/<name>, so it must be 1 to {MAX_NAME_LENGTH} characters without '/' or control "
+                          f"characters, and not '.' or '..'; pass --out DIR to choose a directory")
+
+
+#: decoder_args keys that set sizes (the transformer's GPT-2 sizes), bounded like the model section
+DECODER_SIZE_ARGS = ("n_embd", "n_inner", "n_layer", "n_head", "n_positions", "n_prefix")
+
+
+def estimated_parameters(recipe: "Recipe") -> int:
+    """Parameters of the recipe's prior and decoder without the vocabulary's rows (which the data decide),
+    from its sizes alone: what :func:`check_recipe` bounds by :data:`MAX_PARAMETERS` before anything is built."""
+    m, p = recipe.model, recipe.prior
+    z = m.latent_dim
+    n = 0
+    if p.kind == "ebm":
+        h = p.hidden
+        n += z * h + max(0, p.n_layers - 1) * h * h + h if p.n_layers else z
+    a = m.decoder_args
+    if m.decoder == "lstm":
+        e, h = m.embed_dim, m.hidden_dim
+        n += 4 * h * (e + z + h) + z * h
+    elif m.decoder == "transformer":
+        e = int(a.get("n_embd", m.embed_dim)) if isinstance(a.get("n_embd", m.embed_dim), int) else m.embed_dim
+        inner = a.get("n_inner", m.hidden_dim)
+        inner = inner if isinstance(inner, int) else m.hidden_dim
+        layers = a.get("n_layer", 12)
+        layers = layers if isinstance(layers, int) else 12
+        prefix = a.get("n_prefix", 1)
+        prefix = prefix if isinstance(prefix, int) else 1
+        positions = a.get("n_positions", prefix + max(recipe.data.max_len, recipe.generate.max_len) + 2)
+        positions = positions if isinstance(positions, int) else 0
+        n += layers * (4 * e * e + 2 * e * inner) + positions * e + z * e * prefix
+    else:  # conv: 4x4 transposed convolutions from ngf*8 channels down, one per doubling of the resolution
+        w = m.ngf * 8
+        n += z * w * 16
+        size = 4
+        while size < recipe.data.image_size:
+            n += w * max(1, w // 2) * 16
+            w, size = max(1, w // 2), size * 2
+    return int(n)
+
+
 def check_recipe(recipe: "Recipe") -> None:
-    """Checks that span keys or sections (a conv decoder needs image data, a text decoder needs text)."""
+    """Checks that span keys or sections (a conv decoder needs image data, a text decoder needs text), the name,
+    and the sizes that decide memory (bounded one by one and together, :data:`MAX_PARAMETERS`)."""
+    check_name(recipe.name)
+    for key in DECODER_SIZE_ARGS:
+        v = recipe.model.decoder_args.get(key)
+        lo, hi = SIZE_BOUNDS[key]
+        if v is not None and not isinstance(v, bool) and isinstance(v, (int, float)) and not lo <= v <= hi:
+            raise ConfigError(f"model.decoder_args.{key}: {v!r} must be in [{lo}, {hi}]")
+    n = estimated_parameters(recipe)
+    if n > MAX_PARAMETERS:
+        raise ConfigError(f"the recipe's model would have about {n:.3g} parameters ({n * 4 / 2 ** 30:.0f} GiB in "
+                          f"float32), more than the {MAX_PARAMETERS:.3g} a run may have; reduce model.hidden_dim, "
+                          f"model.embed_dim, prior.hidden or the decoder's sizes")
     image_decoder = recipe.model.decoder == "conv"
     if image_decoder != (recipe.data.kind == "image"):
         raise ConfigError(f"model.decoder {recipe.model.decoder!r} does not fit data.kind {recipe.data.kind!r}: "
@@ -365,21 +454,59 @@ def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
-def load_recipe(path, _seen: frozenset = frozenset()) -> Recipe:
-    """Read a YAML recipe file into a :class:`Recipe` (clear errors for missing files and bad YAML).
-
-    A recipe may start from another: ``base: other.yaml`` (relative to this file) loads that recipe first, and
-    the keys given here override it section by section.
-    """
+def load_yaml(text: str, what: str):
+    """``yaml.safe_load(text)`` within bounds, so that no YAML can hang or exhaust a command: at most
+    :data:`MAX_YAML_DEPTH` levels of nesting (counted on the event stream, before the recursive composer runs)
+    and at most :data:`MAX_YAML_NODES` values once aliases are expanded (counted without expanding them, so "a
+    billion laughs" stops at the bound). Tags other than YAML's plain types are refused by ``safe_load``.
+    Errors are :class:`ConfigError` naming ``what``; invalid YAML is left to the caller (``yaml.YAMLError``)."""
     import yaml
 
-    path = Path(path)
+    depth = events = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        events += 1
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{what} nests more than {MAX_YAML_DEPTH} levels deep")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        if events > MAX_YAML_NODES:
+            raise ConfigError(f"{what} holds more than {MAX_YAML_NODES} values")
+    data = yaml.safe_load(text)
+    count = 0
+    stack = [(data, 1)]
+    while stack:  # the tree as the rest of the program would walk it: every alias expanded
+        node, d = stack.pop()
+        count += 1
+        if count > MAX_YAML_NODES:
+            raise ConfigError(f"{what} expands to more than {MAX_YAML_NODES} values (YAML aliases repeat what "
+                              f"they name); write the values out or use fewer aliases")
+        if d > MAX_YAML_DEPTH:
+            raise ConfigError(f"{what} nests more than {MAX_YAML_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values())
+            stack.extend((k, d + 1) for k in node.keys() if isinstance(k, (tuple, list)))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, d + 1) for v in node)
+    return data
+
+
+def _read_recipe_data(path: Path) -> dict:
+    import yaml
+
+    from .files import FileFormatError, read_regular
+
     if not path.exists():
         raise ConfigError(f"recipe file not found: {path}")
     if path.is_dir():
         raise ConfigError(f"recipe path is a directory, expected a YAML file: {path}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_regular(path, "recipe", MAX_RECIPE_BYTES)
+    except FileFormatError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        data = load_yaml(raw.decode("utf-8"), f"recipe {path}")
     except UnicodeDecodeError:
         raise ConfigError(f"recipe {path} is not UTF-8 text") from None
     except yaml.YAMLError as e:
@@ -391,15 +518,68 @@ def load_recipe(path, _seen: frozenset = frozenset()) -> Recipe:
         raise ConfigError(f"recipe {path} is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path}: expected a mapping of sections, got {type(data).__name__}")
+    base = data.get("base")
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"recipe {path}: base must be the path of another recipe, got {base!r}")
+    return data
+
+
+def load_recipe(path, _seen: frozenset = frozenset()) -> Recipe:
+    """Read a YAML recipe file into a :class:`Recipe` (clear errors for missing files and bad YAML).
+
+    A recipe may start from another: ``base: other.yaml`` (relative to this file) loads that recipe first, and
+    the keys given here override it section by section. Recipe files are regular files of at most
+    :data:`MAX_RECIPE_BYTES` (``/dev/zero`` is refused before a byte is read), read with :func:`load_yaml`.
+    """
+    path = Path(path)
+    data = _read_recipe_data(path)
     base = data.pop("base", None)
     if base is not None:
-        if not isinstance(base, str):
-            raise ConfigError(f"recipe {path}: base must be the path of another recipe, got {base!r}")
         base_path = (path.parent / base).resolve()
         if base_path in _seen:
             raise ConfigError(f"recipe {path}: base {base!r} leads back to itself")
         data = _merge(to_dict(load_recipe(base_path, _seen | {path.resolve()})), data)
     return from_dict(Recipe, data)
+
+
+def recipe_files(path) -> List[Path]:
+    """The recipe file and the files its ``base`` keys name, in order (a command's inputs)."""
+    out, path = [], Path(path)
+    while path is not None and path.resolve() not in {p.resolve() for p in out}:
+        out.append(path)
+        try:
+            base = _read_recipe_data(path).get("base")
+        except ConfigError:
+            break
+        path = (path.parent / base) if isinstance(base, str) else None
+    return out
+
+
+def data_inputs(recipe: Recipe) -> List[Path]:
+    """The paths a recipe reads its data from (the corpus as a path, ``data.data_dir``), where they exist."""
+    out = []
+    for p in (recipe.data.corpus, recipe.data.data_dir):
+        if p and Path(p).expanduser().exists():
+            out.append(Path(p).expanduser())
+    return out
+
+
+def check_key(key: str) -> None:
+    """A ConfigError unless ``key`` (``section.key``) names a key of the recipe schema (free-form mappings such
+    as ``prior.objective_args`` may be followed by any sub-key)."""
+    node = Recipe
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not dataclasses.is_dataclass(node):
+            return  # inside a free-form mapping
+        fields = _fields(node)
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the recipe"
+            raise ConfigError(f"{key!r} is not a recipe key: {where} has no key {part!r}; valid keys are: "
+                              f"{', '.join(fields)}")
+        node = typing.get_type_hints(node)[part]
+    if dataclasses.is_dataclass(node):
+        raise ConfigError(f"{key!r} is a section, not a key; e.g. {key}.{next(iter(_fields(node)))}")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -419,8 +599,10 @@ def apply_overrides(recipe: Recipe, overrides: List[str]) -> Recipe:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.steps=200)")
         key, raw = item.split("=", 1)
+        if len(raw) > MAX_RECIPE_BYTES:
+            raise ConfigError(f"override {key!r}: the value is longer than {MAX_RECIPE_BYTES} characters")
         try:
-            value = yaml.safe_load(raw)
+            value = load_yaml(raw, f"override {key!r}")
         except yaml.YAMLError:
             value = raw
         parts = key.strip().split(".")

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 from typing import List, Tuple
 
-from .files import FileFormatError, atomic_write, load_state
+from .files import FileFormatError, WriteError, load_state, write_file
+from .rundir import check_recovered, is_internal, set_aside  # noqa: F401 (set_aside: the trainer's, through here)
 
 CKPT_DIR = "checkpoints"
 CKPT_GLOB = "ckpt-*.pt"
@@ -117,6 +118,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     import torch
 
     path = Path(path)
+    if path.exists() and not path.is_file():  # a device or a pipe: torch would read it forever, or block
+        raise CheckpointError(f"checkpoint {path} is not a regular file (a directory, a device or a pipe)")
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception as e:  # truncated or not a torch file at all
@@ -145,23 +148,20 @@ def _first_line(e: BaseException) -> str:
     return s[0][:200] if s else ""
 
 
-def atomic_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file, fsync, then rename: a crash never leaves a half-written file."""
+def atomic_save(obj, path: Path, root=None) -> None:
+    """``torch.save`` through :func:`textebm.files.write_file` (an exclusive temporary file, fsync, rename): a
+    crash or a full disk never leaves a half-written file, and nothing is written through a link. torch reports
+    a failed write (a full disk) as a RuntimeError; it becomes a :class:`~textebm.files.WriteError`."""
     import torch
 
-    def write(tmp):
-        with open(tmp, "wb") as fh:
+    def write(fh):
+        try:
             torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        except RuntimeError as e:
+            raise WriteError(f"could not write {path}: {_first_line(e)[:120]} (is the disk full?); nothing was "
+                             f"replaced") from None
 
-    path = atomic_write(path, write)
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        os.fsync(dfd)
-        os.close(dfd)
-    except OSError:
-        pass
+    write_file(path, write, root=root)
 
 
 def list_checkpoints(run_dir) -> List[Path]:
@@ -169,12 +169,16 @@ def list_checkpoints(run_dir) -> List[Path]:
 
 
 def save_checkpoint(state: dict, run_dir, keep: int) -> Path:
-    """Write ``state`` as ``checkpoints/ckpt-<step>.pt`` and keep only the newest ``keep`` checkpoints."""
+    """Write ``state`` as ``checkpoints/ckpt-<step>.pt`` and keep only the newest ``keep`` checkpoints. Neither
+    ``checkpoints/`` nor a checkpoint may be a link (refused: a planted link would send the write, or the
+    removal of old checkpoints, into another directory)."""
+    from .files import refuse_link
+
     d = Path(run_dir) / CKPT_DIR
-    d.mkdir(parents=True, exist_ok=True)
     path = d / f"ckpt-{int(state['step']):08d}.pt"
-    atomic_save(state, path)
+    atomic_save(state, path, root=run_dir)
     for old in list_checkpoints(run_dir)[:-keep]:
+        refuse_link(old, "in the run,")
         old.unlink(missing_ok=True)
     return path
 
@@ -203,15 +207,16 @@ def is_saved_model(path) -> bool:
 
 
 def holds_anything(path) -> bool:
+    """True when the directory holds anything but the lock file of :mod:`textebm.rundir`."""
     p = Path(path)
-    return p.is_dir() and any(p.iterdir())
+    return p.is_dir() and any(not is_internal(c.name) for c in p.iterdir())
 
 
 def check_out_dir(run_dir, overwrite: bool) -> None:
     """Refuse a non-empty ``--out`` (a saved model, a run, anything) unless ``overwrite``.
 
-    With ``overwrite`` nothing is removed here: the trainer clears the directory only once the new run has set up
-    its data and model, so a run that fails to start leaves what was there untouched.
+    With ``overwrite`` nothing is removed here: the trainer sets the contents aside only once the new run has set
+    up its data and model (:func:`textebm.rundir.set_aside`), and they come back unless it trains and saves.
     """
     p = Path(run_dir)
     if p.exists() and not p.is_dir():
@@ -225,20 +230,33 @@ def check_out_dir(run_dir, overwrite: bool) -> None:
 
 #: the files a run or a saved model consists of (beside ``checkpoints/``); no output flag may write over them
 RUN_FILES = ("config.json", "model.safetensors", "recipe.yaml", "vocab.json", "spm.model", "spm.json",
-             "metrics.jsonl")
+             "metrics.jsonl", ".lock")
+#: folders of a run whose every file belongs to it
+RUN_DIRS = (CKPT_DIR, "tensorboard")
 
 
 def check_output(path, flag: str, inputs=()) -> None:
     """Refuse an output path that would replace a file of a run or saved model (``RUN_FILES``, anything under
-    ``checkpoints/``) or one of the command's own inputs: a FileExistsError naming the flag and the file."""
+    ``checkpoints/`` or a run that ``--overwrite`` set aside) or one of the command's own inputs: a
+    FileExistsError naming the flag and the file. Links are resolved first (``Path.resolve``): a link that
+    points at a protected file is refused like the file itself."""
     if path is None:
         return
-    p = Path(path).expanduser().absolute()
+    p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        raise FileExistsError(f"{flag} {path} is a directory; pass the path of a file")
     for src in inputs:
-        if src is not None and Path(src).exists() and p.exists() and os.path.samefile(p, src):
+        if src is None:
+            continue
+        s = Path(src).expanduser()
+        if s.exists() and (s.resolve() == p or (p.exists() and os.path.samefile(p, s))):
             raise FileExistsError(f"{flag} {path} is also this command's input; write the output elsewhere")
-    run = p.parent.parent if p.parent.name == CKPT_DIR else p.parent
-    if _holds_run(run) and (p.name in RUN_FILES or p.parent.name == CKPT_DIR):
+    for folder in p.parents:  # inside a run that --overwrite set aside
+        if is_internal(folder.name):
+            raise FileExistsError(f"{flag} {path} would write into {folder}, which keeps a replaced run; "
+                                  f"choose another path")
+    run = p.parent.parent if p.parent.name in RUN_DIRS else p.parent
+    if _holds_run(run) and (p.name in RUN_FILES or p.parent.name in RUN_DIRS):
         raise FileExistsError(f"{flag} {path} would replace a file of the run or model in {run}; "
                               f"choose another path")
 
@@ -248,32 +266,14 @@ def _holds_run(d: Path) -> bool:
                            or bool(list_checkpoints(d)))
 
 
-def set_aside(run_dir) -> Path:
-    """Move everything in ``run_dir`` into a hidden folder inside it (``--overwrite``): the old run stays whole
-    until the new one has written its first checkpoint (:func:`drop_aside`) or is put back if it fails to get
-    there (:func:`restore_aside`)."""
-    run_dir = Path(run_dir)
-    aside = run_dir / f".replaced-{os.getpid()}"
-    aside.mkdir()
-    for child in list(run_dir.iterdir()):
-        if child != aside:
-            os.replace(child, aside / child.name)
-    return aside
+def restore_aside(run_dir, aside) -> None:
+    """Remove what the failed new run wrote and put back what ``set_aside`` moved away."""
+    aside.put_back()
 
 
-def restore_aside(run_dir, aside: Path) -> None:
-    """Remove what the failed new run wrote and move the old contents back."""
-    for child in list(Path(run_dir).iterdir()):
-        if child != aside:
-            _remove(child)
-    for child in list(aside.iterdir()):
-        os.replace(child, Path(run_dir) / child.name)
-    aside.rmdir()
-
-
-def drop_aside(aside: Path) -> None:
-    """The new run has started: the old contents go."""
-    _remove(aside)
+def drop_aside(aside) -> None:
+    """The new run has trained and saved: what ``--overwrite`` replaced goes."""
+    aside.commit()
 
 
 def _remove(path: Path) -> None:
@@ -302,8 +302,14 @@ def load_model(path, device="cpu"):
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"no such run directory or checkpoint: {p}")
+    run = p if p.is_dir() else p.parent.parent if p.parent.name == CKPT_DIR else None
+    if run is not None:
+        check_recovered(run)
     if is_saved_model(p):
-        return LatentEBMModel.from_pretrained(p, device=device)
+        check_model_config(p)
+        model = LatentEBMModel.from_pretrained(p, device=device)
+        _check_vocab(model, p)
+        return model
     if p.is_dir():
         if not list_checkpoints(p):
             raise FileNotFoundError(f"{p} holds no saved model (config.json + model.safetensors) and no checkpoints "
@@ -318,3 +324,175 @@ def load_model(path, device="cpu"):
     model = build_model(recipe, tokenizer)
     load_state(model, ck["model"], f"checkpoint {ckpt_path}")
     return model.to(device)
+
+
+#: bounds on the scales in a saved model's config.json (its sizes are bounded by the weights file, which must hold
+#: that many values: :meth:`LatentEBMModel.from_pretrained`): floats that scale the latent space or the likelihood
+CONFIG_FLOAT_BOUNDS = {"sigma0": (1e-12, 1e6), "sigma": (1e-12, 1e6), "f_clamp": (1e-12, 1e12),
+                       "negative_slope": (-1e6, 1e6), "init_range": (0.0, 1e6)}
+
+
+def check_model_config(directory) -> None:
+    """``config.json`` of a saved model read as data (a regular file, bounded size and nesting) with its scales
+    bounded (:data:`CONFIG_FLOAT_BOUNDS`; a ``sigma0`` of 1e308 overflows the first chain), before anything is
+    built from it: a ValueError naming the file and the key."""
+    import math
+
+    from .files import read_json
+
+    path = Path(directory) / "config.json"
+    cfg = read_json(path)
+    for part in ("prior", "decoder"):
+        sec = cfg.get(part)
+        if not isinstance(sec, dict):
+            continue
+        for key, (lo, hi) in CONFIG_FLOAT_BOUNDS.items():
+            value = sec.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if not (math.isfinite(value) and lo <= value <= hi):
+                raise FileFormatError(f"{path} ({part}): {key} = {value!r} must be a number in [{lo:g}, {hi:g}]")
+
+
+def _check_vocab(model, where) -> None:
+    """The tokenizer a saved model brings must have as many tokens as its decoder's vocabulary (a shorter
+    vocab.json would make decoding index past its end)."""
+    n = getattr(model.decoder, "vocab_size", None)
+    if model.tokenizer is not None and isinstance(n, int) and len(model.tokenizer) != n:
+        raise FileFormatError(f"the tokenizer in {where} has {len(model.tokenizer)} tokens but the model's "
+                              f"vocab_size is {n}; the vocabulary file does not belong to these weights")
+
+
+# ---- a training command's hold on its run directory ----------------------------------------------------------
+def write_run_file(run_dir, name: str, text: str) -> Path:
+    """Write one file of a run (``recipe.yaml``) through :func:`textebm.files.write_file`, inside ``run_dir``."""
+    return write_file(Path(run_dir) / name, text, root=run_dir)
+
+
+def divergence_message(e, trainer) -> str:
+    """A chain that diverged during training, explained by what the run shows: a chain that diverges before any
+    update points at its step size; weights that have grown far within a few updates point at the learning rates,
+    not at the step size of the chain that then diverged. (A loss that diverges is a TrainingDivergedError, whose
+    message already names the learning rates.)"""
+    t = trainer.recipe.train
+    lrs = f"train.lr_decoder={t.lr_decoder:g}, train.lr_prior={t.lr_prior:g}"
+    step = trainer.step
+    if step == 0:
+        return str(e)
+    import torch
+
+    with torch.no_grad():
+        sizes = [p.detach().abs().max() for p in trainer.model.parameters() if p.numel()]
+        biggest = float(torch.stack(sizes).max()) if sizes else 0.0
+    what = f"the {e.sampler} chain diverged ({e.what} is NaN or Inf)"
+    if not biggest < 1e3 or max(t.lr_decoder, t.lr_prior) > 1.0:
+        return (f"training diverged at step {step}: {what} after the weights grew to |w| = {biggest:.3g} in {step} "
+                f"update(s); the learning rates ({lrs}) are too large: lower them, or clip gradients "
+                f"(train.grad_clip)")
+    return (f"training diverged at step {step}: {what}; lower the learning rates ({lrs}) or the chains' step "
+            f"sizes (sampling.prior_step_size, sampling.posterior_step_size), clip gradients (train.grad_clip), or "
+            f"clamp |f| / |z| (prior.f_clamp, sampling.z_clamp)")
+
+
+class TrainSession:
+    """What ``textebm train`` holds while it writes ``run_dir`` (a context manager around the Trainer):
+
+    * the lock of :class:`textebm.rundir.RunLock` (on the main process of a distributed run), taken before
+      anything else, so that a second command on the same directory fails at once;
+    * a run that an interrupted ``--overwrite`` left set aside is put back first (:func:`textebm.rundir.recover`);
+    * a run whose files are links is refused, and a new run's directory must not hold its inputs (the recipe
+      files in ``inputs``, the corpus) and must be empty unless ``overwrite``;
+    * SIGTERM raises (as SIGINT does) until the training loop installs its own handlers, so a replaced run is
+      put back on any exit before the new run has trained and saved; a fresh directory of a run that fails
+      before its first checkpoint is removed again.
+    """
+
+    def __init__(self, run_dir, recipe=None, resume: bool = False, overwrite: bool = False, inputs=()):
+        self.run_dir, self.recipe, self.resume, self.overwrite = Path(run_dir), recipe, resume, overwrite
+        self.inputs = list(inputs)
+        self.main = int(os.environ.get("RANK", "0") or 0) == 0
+        self.trainer, self.lock, self.fresh, self._old_term = None, None, False, None
+
+    def __enter__(self) -> "TrainSession":
+        import signal
+
+        from . import rundir
+        from .config import data_inputs
+
+        if not self.main:
+            return self
+        if not self.resume and self.recipe is not None:  # before the lock creates the directory
+            rundir.check_not_inputs(self.run_dir, self.inputs + data_inputs(self.recipe))
+        existed = self.run_dir.exists()
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise FileExistsError(f"--out {self.run_dir} is a file, not a directory")
+        self.lock = rundir.RunLock(self.run_dir, "textebm train --resume" if self.resume else "textebm train")
+        self.lock.acquire(create_dir=not self.resume)
+        try:
+            rundir.recover(self.run_dir)
+            rundir.check_run_links(self.run_dir)
+            if not self.resume:
+                check_out_dir(self.run_dir, self.overwrite)
+            self.fresh = not self.resume and not holds_anything(self.run_dir)
+
+            def on_term(signum, frame):
+                raise rundir.Interrupted(signum)
+
+            try:
+                self._old_term = signal.signal(signal.SIGTERM, on_term)
+            except ValueError:  # not the main thread
+                self._old_term = None
+        except BaseException:
+            self._release(remove=not existed)
+            raise
+        return self
+
+    def finish(self) -> bool:
+        """After the training loop: a replacement the new run did not commit (it stopped before its first
+        step) is put back. True when that happened."""
+        from .rundir import active
+
+        r = active(self.run_dir) if self.main else None
+        if r is None:
+            return False
+        r.put_back()
+        if self.trainer is not None:
+            self.trainer.replaced = None
+        return True
+
+    def _release(self, remove: bool = False) -> None:
+        import signal
+
+        if self._old_term is not None:
+            signal.signal(signal.SIGTERM, self._old_term)
+            self._old_term = None
+        if remove and self.run_dir.is_dir() and not holds_anything(self.run_dir):
+            clear_dir(self.run_dir)
+            self.run_dir.rmdir()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def __exit__(self, et, e, tb):
+        from .rundir import active
+        from .sampling.base import SamplerDivergedError
+
+        if not self.main:
+            return False
+        try:
+            if et is not None:
+                r = active(self.run_dir)
+                if r is not None:  # --overwrite: a run that never trained and saved leaves the old one as it was
+                    r.put_back()
+                    if self.trainer is not None:
+                        self.trainer.replaced = None
+                # a new run that fails before its first checkpoint leaves nothing behind (the same --out works
+                # again)
+                if self.fresh and self.run_dir.is_dir() and not list_checkpoints(self.run_dir):
+                    clear_dir(self.run_dir)
+                    self.run_dir.rmdir()
+        finally:
+            self._release()
+        if isinstance(e, SamplerDivergedError) and self.trainer is not None:
+            e.args = (divergence_message(e, self.trainer),)  # the same error, explained by what the run shows
+        return False

@@ -44,7 +44,7 @@ from .objectives import build_objective
 from .objectives.data_ebm import loss_parameters, setup_objective
 from .files import FileFormatError, load_state, progress
 from .runs import CheckpointError, clear_dir, drop_aside, holds_anything, list_checkpoints, load_latest_checkpoint, \
-    restore_aside, rng_state, save_checkpoint, set_aside, set_rng_state
+    restore_aside, rng_state, save_checkpoint, set_aside, set_rng_state, TrainSession, write_run_file  # noqa: F401
 from .sampling import ChainGraphs, CodeReplay, ExampleChains, PersistentChains, SamplerDivergedError
 from .sampling.schedules import first_value
 
@@ -238,7 +238,7 @@ class Trainer:
             try:
                 if ckpt is None:
                     self.data.save(self.run_dir)
-                (self.run_dir / "recipe.yaml").write_text(dump_recipe(r))  # on resume: with the resumable overrides
+                write_run_file(self.run_dir, "recipe.yaml", dump_recipe(r))  # on resume: with the resumable overrides
             except BaseException:
                 self.put_back()
                 raise
@@ -337,9 +337,12 @@ class Trainer:
                 store.to(self.device)
 
     def save_checkpoint(self) -> Path:
+        if getattr(self, "_saved", (None,))[0] == self.step:  # the last step is also a multiple of save_every
+            return self._saved[1]
         path = save_checkpoint(self.state_dict(), self.run_dir, self.recipe.train.keep_checkpoints)
-        if self.replaced is not None:  # the new run has started: what --overwrite replaces goes now
-            drop_aside(self.replaced)
+        self._saved = (self.step, path)
+        if self.replaced is not None and (self.step >= 1 or self.step >= self.recipe.train.steps):
+            drop_aside(self.replaced)  # trained and saved: what --overwrite replaces goes now
             self.replaced = None
         return path
 
@@ -730,20 +733,18 @@ def _report_lines(summary: dict) -> List[str]:
 
 
 def train(recipe: Recipe, run_dir, device: Optional[str] = None, resume: bool = False, progress: bool = True,
-          overwrite: bool = False) -> dict:
+          overwrite: bool = False, inputs=()) -> dict:
     """Train a model from a recipe into ``run_dir`` (or continue the run there with ``resume=True``).
 
-    ``run_dir`` must be new or empty unless ``overwrite`` (then its contents are replaced once the run has set up
-    its data and model). The summary's ``interrupted_by`` is the signal number that stopped the run, if any.
+    ``run_dir`` must be new or empty unless ``overwrite``: then its contents are set aside and replaced once the
+    new run has trained a step and saved a checkpoint, and put back on any earlier exit (:mod:`textebm.rundir`;
+    the summary's ``put_back`` says so). The run directory is locked while training. The summary's
+    ``interrupted_by`` is the signal number that stopped the run, if any. ``inputs``: files the run reads (the
+    recipe's), which ``run_dir`` may not hold.
     """
-    fresh = not resume and not holds_anything(run_dir)
-    trainer = Trainer(recipe, run_dir, device=device, resume=resume, progress=progress, overwrite=overwrite)
-    try:
-        return trainer.run()
-    except BaseException:
-        trainer.put_back()  # --overwrite: a run that never reached a checkpoint leaves the old one as it was
-        # a new run that fails before its first checkpoint leaves nothing behind (so the same --out works again)
-        if fresh and trainer.dist.is_main and not list_checkpoints(run_dir) and Path(run_dir).is_dir():
-            clear_dir(run_dir)
-            Path(run_dir).rmdir()
-        raise
+    with TrainSession(run_dir, recipe, resume=resume, overwrite=overwrite, inputs=inputs) as session:
+        trainer = Trainer(recipe, run_dir, device=device, resume=resume, progress=progress, overwrite=overwrite)
+        session.trainer = trainer
+        summary = trainer.run()
+        summary["put_back"] = session.finish()
+        return summary

@@ -60,9 +60,9 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     try:
         return _module(args.command).run(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM while a run sets up (textebm.rundir.Interrupted)
         print("textebm: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(e, "signum", 2)
     except Exception as e:  # user-facing errors become one line; anything else is a bug and keeps its traceback
         if not _is_user_error(e):
             raise

@@ -80,7 +80,21 @@ def add_parser(sub) -> None:
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def default_report(run: Path, split: str) -> Path:
+    """Where ``eval`` writes its report without ``--out``: ``eval-<split>.json`` in the run or saved-model
+    directory; for a checkpoint file, ``eval-<split>-<checkpoint>.json`` beside the run's other reports (a
+    checkpoint's report never lands in ``checkpoints/``, whose files all belong to the run)."""
+    from ..runs import CKPT_DIR
+
+    if run.is_dir():
+        return run / f"eval-{split}.json"
+    home = run.parent.parent if run.parent.name == CKPT_DIR else run.parent
+    return home / f"eval-{split}-{run.stem}.json"
+
+
 def run(args) -> int:
+    import os
+
     from ..eval.report import markdown_table, write_json
     from ..eval.run import evaluate_run, read_samples
     from ..runs import check_output, load_model
@@ -90,27 +104,36 @@ def run(args) -> int:
         raise FileNotFoundError(f"no such run directory or checkpoint: {args.run}")
     if args.samples:
         read_samples(args.samples)
-    out = Path(args.out) if args.out else None
-    if out is None:
-        rp = Path(args.run)
-        out = (rp if rp.is_dir() else rp.parent) / f"eval-{args.split}.json"
+    out = Path(args.out) if args.out else default_report(Path(args.run), args.split)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"cannot write the report: directory {out.parent} does not exist")
     check_output(out, "--out", inputs=(args.samples,))
     check_output(args.save_samples, "--save-samples", inputs=(args.samples,))
+    writable = os.access(out.parent, os.W_OK)
+    if not writable:
+        if args.out:
+            raise PermissionError(f"cannot write the report: directory {out.parent} is not writable; pass another "
+                                  f"--out")
+        log(f"warning: {out.parent} is not writable: the report will be printed but not saved (pass --out PATH "
+            f"to save it)")
     set_threads(args.threads)
     model = load_model(args.run, device=str(device(args.device)))
     report = evaluate_run(model, args, args.run)
-    write_json(out, report)
     if report.get("kind") == "image":
         from ..eval.vision import markdown_image_report
 
-        print(markdown_image_report(report))
+        print(markdown_image_report(report), flush=True)
     else:
-        print(markdown_table(report))
+        print(markdown_table(report), flush=True)
     for m in report["messages"]:
         log(f"warning: {m}")
+    try:
+        write_json(out, report)
+    except OSError as e:  # a read-only run, a full disk: the table above is the result
+        if args.out:
+            raise
+        log(f"warning: could not write the report {out} ({e}); the table above is the result (pass --out PATH "
+            f"to save it)")
+        return 0
     log(f"report: {out} ({report['timing_s']['total']:.1f} s)")
     return 0
-
-

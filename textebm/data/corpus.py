@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..files import read_regular
+
 SPLITS = ("train", "valid", "test")
 SPLIT_ALIASES = {"train": ("train",), "valid": ("valid", "validation", "val", "dev"), "test": ("test",)}
 
@@ -58,10 +60,10 @@ def read_lines(path, stats: Optional[dict] = None, lower: bool = False, max_word
         raise CorpusError(f"file not found: {path}")
     if path.is_dir():
         raise CorpusError(f"expected a text file, got a directory: {path}")
-    raw = path.read_bytes()
+    raw = read_regular(path, "corpus file")
     undecodable = 0
     try:
-        raw_lines = raw.decode("utf-8-sig").splitlines()
+        raw_lines = _lines(raw.decode("utf-8-sig"), "\n")
     except UnicodeDecodeError as e:
         if bad_bytes == "error":
             line_no = raw[:e.start].count(b"\n") + 1
@@ -69,7 +71,7 @@ def read_lines(path, stats: Optional[dict] = None, lower: bool = False, max_word
                               f"{raw[e.start:e.start + 4]!r}); convert it with iconv, save it as UTF-8, or pass "
                               f"bad_bytes='skip' (data.options) to skip such lines") from None
         raw_lines = []
-        for i, chunk in enumerate(raw.splitlines()):
+        for i, chunk in enumerate(_lines(raw, b"\n")):
             if i == 0 and chunk.startswith(b"\xef\xbb\xbf"):
                 chunk = chunk[3:]
             try:
@@ -102,6 +104,15 @@ def read_lines(path, stats: Optional[dict] = None, lower: bool = False, max_word
         if undecodable:
             raise CorpusError(f"{path} holds no UTF-8 sentences ({undecodable} undecodable line(s) skipped)")
         raise CorpusError(f"{path} holds no sentences (the file is empty or has only blank lines)")
+    return lines
+
+
+def _lines(text, newline):
+    """Lines end at ``\\n`` only (``str.splitlines`` would also end them at ``\\f``, ``\\x85``, U+2028 and more,
+    turning one line into several sentences, unlike the n-gram tools): a final newline starts no line."""
+    lines = text.split(newline)
+    if lines and not lines[-1]:
+        lines.pop()
     return lines
 
 

@@ -18,7 +18,14 @@ Regenerate the bundled files with::
 
     python -m textebm.data.grammar --out data/grammar --seed 0
 
-This module depends on the Python standard library and numpy only.
+Grammars read from files are checked before they are used (:meth:`PCFG.load_json`): a regular file of at most
+:data:`MAX_GRAMMAR_BYTES`, JSON nested at most a few levels, at most :data:`MAX_RULE_SYMBOLS` symbols over all
+rules and :data:`MAX_RHS` per rule; symbols are non-empty and whitespace-free; probabilities are finite,
+non-negative and sum to 1 per left-hand side; the start symbol has rules; every nonterminal the start symbol can
+reach derives some finite sentence (termination); unary rules never form a cycle that is never left, and the
+symbols on unary cycles are at most :data:`MAX_UNARY_CYCLE_SYMBOLS` (their closure is a dense matrix inverse).
+
+This module depends on the Python standard library, numpy and :mod:`textebm.files` (itself standard library).
 """
 
 from __future__ import annotations
@@ -55,6 +62,13 @@ DEFAULT_COUNTS = {"train": 10_000, "valid": 1_000, "test": 1_000}
 DEFAULT_START = "S"
 
 _PROB_TOL = 1e-9
+#: bounds on a grammar (see the module docstring)
+MAX_GRAMMAR_BYTES = 16 << 20
+MAX_RULE_SYMBOLS = 1_000_000
+MAX_RHS = 1024
+MAX_UNARY_CYCLE_SYMBOLS = 2000
+#: a grammar file is {"start": .., "rules": {lhs: [[p, rhs], ...]}} with rhs a string or a list of strings
+_GRAMMAR_DEPTH = 5
 
 # ---------------------------------------------------------------------------------------------
 # The shipped grammar
@@ -298,6 +312,34 @@ DEFAULT_GRAMMAR: Dict[str, List[Tuple[float, str]]] = {**_STRUCTURE, **_lexical_
 # ---------------------------------------------------------------------------------------------
 
 
+def _check_termination(rules: Mapping[str, Sequence[Tuple[float, Tuple[str, ...]]]], start: str) -> None:
+    """A ValueError unless every nonterminal that the start symbol reaches (through rules of positive
+    probability) derives some finite sentence: otherwise derivations through it never end and the sentence
+    probabilities do not sum to 1."""
+    productive = set()
+    changed = True
+    while changed:
+        changed = False
+        for lhs, alts in rules.items():
+            if lhs not in productive and any(p > 0 and all(s in productive or s not in rules for s in rhs)
+                                             for p, rhs in alts):
+                productive.add(lhs)
+                changed = True
+    seen, todo = {start}, [start]
+    while todo:
+        a = todo.pop()
+        for p, rhs in rules[a]:
+            if p > 0:
+                for s in rhs:
+                    if s in rules and s not in seen:
+                        seen.add(s)
+                        todo.append(s)
+    stuck = sorted(seen - productive)
+    if stuck:
+        raise ValueError(f"nonterminal {stuck[0]!r} (reached from {start!r}) never derives a finite sentence: its "
+                         f"derivations do not end" + (f" ({len(stuck)} such nonterminals)" if len(stuck) > 1 else ""))
+
+
 def _as_rhs(rhs: RHS) -> Tuple[str, ...]:
     if isinstance(rhs, str):
         return tuple(rhs.split())
@@ -342,6 +384,15 @@ class PCFG:
                     f"rule probabilities of nonterminal {lhs!r} sum to {total!r}, not 1"
                 )
             norm[lhs] = tuple(out)
+        n_symbols = sum(len(rhs) for alts in norm.values() for _, rhs in alts)
+        if n_symbols > MAX_RULE_SYMBOLS:
+            raise ValueError(f"the rules hold {n_symbols} symbols, more than the {MAX_RULE_SYMBOLS} a grammar may "
+                             f"have")
+        long = next(((lhs, len(rhs)) for lhs, alts in norm.items() for _, rhs in alts if len(rhs) > MAX_RHS), None)
+        if long is not None:
+            raise ValueError(f"a rule of {long[0]!r} has {long[1]} symbols on its right-hand side, more than "
+                             f"{MAX_RHS}")
+        _check_termination(norm, start)
         self.rules = norm
         self.start = start
         self.nonterminals: Tuple[str, ...] = tuple(norm)
@@ -595,6 +646,32 @@ class PCFG:
 
     @staticmethod
     def _unary_closure(n_sym: int, unary: List[Tuple[int, int, float]]) -> List[List[Tuple[int, float]]]:
+        """For every symbol s: [(a, total probability of unary chains a =>* s), ...]. Without cycles the sums
+        are taken children first; with a cycle, (I - U)^-1 over the symbols that appear in unary rules only
+        (the others have the closure [(s, 1)]), at most :data:`MAX_UNARY_CYCLE_SYMBOLS` of them."""
+        out = PCFG._unary_closure_acyclic(n_sym, unary)
+        if out is not None:
+            return out
+        nodes = sorted({a for a, _, _ in unary} | {b for _, b, _ in unary})
+        if len(nodes) > MAX_UNARY_CYCLE_SYMBOLS:
+            raise ValueError(f"unary rules with a cycle join {len(nodes)} symbols, more than the "
+                             f"{MAX_UNARY_CYCLE_SYMBOLS} whose closure can be computed")
+        pos = {s: i for i, s in enumerate(nodes)}
+        u = np.zeros((len(nodes), len(nodes)))
+        for a, b, p in unary:
+            u[pos[a], pos[b]] += p
+        if np.max(np.abs(np.linalg.eigvals(u))) >= 1.0 - 1e-12:
+            raise ValueError("unary rules form a cycle that is never left")
+        c = np.linalg.inv(np.eye(len(nodes)) - u)
+        result: List[List[Tuple[int, float]]] = [[(s, 1.0)] for s in range(n_sym)]
+        for s in nodes:
+            col = c[:, pos[s]]
+            result[s] = [(a, float(col[pos[a]])) for a in nodes if col[pos[a]] != 0.0]
+        return result
+
+    @staticmethod
+    def _unary_closure_acyclic(n_sym: int, unary: List[Tuple[int, int, float]]
+                               ) -> Optional[List[List[Tuple[int, float]]]]:
         """For every symbol s: [(a, total probability of unary chains a =>* s), ...]."""
         parents: Dict[int, List[Tuple[int, float]]] = {}
         for a, b, p in unary:
@@ -632,13 +709,7 @@ class PCFG:
                     weight[a] = math.fsum(p * weight.get(b, 0.0) for b, p in children[a])
                 out.append([(a, w) for a, w in weight.items() if w != 0.0])
             return out
-        u = np.zeros((n_sym, n_sym))
-        for a, b, p in unary:
-            u[a, b] += p
-        if np.max(np.abs(np.linalg.eigvals(u))) >= 1.0 - 1e-12:
-            raise ValueError("unary rules form a cycle that is never left")
-        c = np.linalg.inv(np.eye(n_sym) - u)
-        return [[(a, float(c[a, s])) for a in range(n_sym) if c[a, s] != 0.0] for s in range(n_sym)]
+        return None
 
     def _inside(self, ids: Sequence[int]) -> float:
         """Inside probability of the start symbol over the whole sentence (CKY, sparse cells)."""
@@ -750,10 +821,13 @@ class PCFG:
                 raise ValueError(f"repeated key(s) {dup}")
             return dict(pairs)
 
+        from ..files import FileFormatError, loads_json
+
         try:
-            data = json.loads(text, object_pairs_hook=no_duplicates)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}not valid JSON ({e})") from None
+            data = loads_json(text, f"{source or 'the grammar'}", max_depth=_GRAMMAR_DEPTH,
+                              object_pairs_hook=no_duplicates)
+        except FileFormatError as e:
+            raise ValueError(str(e) if source else f"not a grammar file: {e}") from None
         except ValueError as e:
             raise ValueError(f"{where}not a grammar file: {e}") from None
         expected = 'expected {"start": "S", "rules": {"S": [[1.0, "NP VP"], ...], ...}}'
@@ -785,20 +859,19 @@ class PCFG:
             raise ValueError(f"{where}invalid grammar: {e}") from None
 
     def save_json(self, path: Union[str, os.PathLike]) -> None:
-        """Write :meth:`to_json` to ``path`` (UTF-8), through a temporary file renamed into place."""
-        path = os.fspath(path)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(self.to_json())
-            f.write("\n")
-        os.replace(tmp, path)
+        """Write :meth:`to_json` to ``path`` (UTF-8) through :func:`textebm.files.write_file`."""
+        from ..files import write_file
+
+        write_file(path, self.to_json() + "\n")
 
     @classmethod
     def load_json(cls, path: Union[str, os.PathLike]) -> "PCFG":
-        """Read a grammar written by :meth:`save_json`; a malformed file is a ``ValueError`` naming it."""
+        """Read a grammar written by :meth:`save_json` (a regular file of at most :data:`MAX_GRAMMAR_BYTES`),
+        checked as the module docstring says; a malformed file is a ``ValueError`` naming it."""
+        from ..files import read_regular
+
         path = os.fspath(path)
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = read_regular(path, "grammar file", MAX_GRAMMAR_BYTES)
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as e:
@@ -850,9 +923,13 @@ def split_stats(grammar: PCFG, sentences: Sequence[Sequence[str]]) -> Dict[str, 
 
 
 def read_split(path: Union[str, os.PathLike]) -> List[List[str]]:
-    """Read a corpus file: one sentence per line, tokens separated by single spaces."""
-    with open(path, "r", encoding="utf-8") as f:
-        return [line.split(" ") for line in f.read().splitlines()]
+    """Read a corpus file: one sentence per line (lines end at ``\\n`` only, as everywhere in textebm), tokens
+    separated by single spaces."""
+    with open(path, "r", encoding="utf-8", newline="") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.split(" ") for line in lines]
 
 
 def _round_stats(st: Mapping[str, float]) -> Dict[str, Union[int, float]]:
@@ -967,10 +1044,9 @@ def _readme(grammar: PCFG, seed: int, splits: Mapping[str, List[List[str]]],
 
 
 def _write_lines(path: str, sentences: Iterable[Sequence[str]]) -> None:
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
-        for s in sentences:
-            f.write(" ".join(s).lower())
-            f.write("\n")
+    from ..files import write_file
+
+    write_file(path, "".join(" ".join(s).lower() + "\n" for s in sentences))
 
 
 def generate_corpus(
@@ -992,11 +1068,10 @@ def generate_corpus(
     stats = {name: _round_stats(split_stats(grammar, splits[name])) for name in SPLITS}
     for name in SPLITS:
         _write_lines(os.path.join(out_dir, f"{name}.txt"), splits[name])
-    with open(os.path.join(out_dir, "stats.json"), "w", encoding="utf-8", newline="\n") as f:
-        f.write(json.dumps(stats, indent=2))
-        f.write("\n")
-    with open(os.path.join(out_dir, "README.md"), "w", encoding="utf-8", newline="\n") as f:
-        f.write(_readme(grammar, seed, splits, stats))
+    from ..files import write_file
+
+    write_file(os.path.join(out_dir, "stats.json"), json.dumps(stats, indent=2) + "\n")
+    write_file(os.path.join(out_dir, "README.md"), _readme(grammar, seed, splits, stats))
     return stats
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
 from ..extras import require
-from ..files import atomic_write
+from ..files import MAX_JSON_BYTES, atomic_write, read_json, read_regular
 from .specials import BOS, BOS_ID, EOS, EOS_ID, PAD, PAD_ID, UNK, UNK_ID
 
 MODEL_FILE = "spm.model"
@@ -169,15 +169,15 @@ class SentencePieceTokenizer:
         directory = Path(directory)
         path = directory / MODEL_FILE
         try:
-            proto = path.read_bytes()
+            proto = read_regular(path, "sentencepiece model", MAX_JSON_BYTES)
         except FileNotFoundError:
             raise FileNotFoundError(f"no sentencepiece model at {path}") from None
         options = {}
         meta_path = directory / META_FILE
         if meta_path.exists():
             try:
-                options = json.loads(meta_path.read_text(encoding="utf-8")).get("options", {})
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                options = read_json(meta_path).get("options", {})
+            except ValueError as e:
                 raise ValueError(f"tokenizer metadata {meta_path} is not valid JSON: {e}") from None
         try:
             return cls(proto, options=options)

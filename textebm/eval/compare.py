@@ -39,10 +39,13 @@ def load_reports(runs: Sequence[str], report: str = "eval-test.json") -> List[di
     """{run, name, report} for each run (a report file is named after its directory); a run without the report is
     a FileNotFoundError saying what to run."""
     from ..files import read_json
+    from ..rundir import check_recovered
 
     out = []
     for run in runs:
         p = Path(run)
+        if p.is_dir():
+            check_recovered(p)
         path = p if p.is_file() else p / report
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: run `textebm eval {run}` first (or pass --report NAME)")
@@ -59,20 +62,52 @@ def recipe_value(report: dict, key: str):
 
 
 def _fmt(v: Optional[float], digits: int) -> str:
-    if v is None or not math.isfinite(v):
+    """A number for the table: fixed-point with ``digits`` decimals, scientific notation for magnitudes of 1e6
+    and above (an integer above 1e308 included: no float can hold it), "n/a" for None and non-finite values."""
+    if v is None:
         return "n/a"
-    return str(int(v)) if isinstance(v, int) else f"{v:.{digits}f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        if abs(v) < 10 ** 6:
+            return str(v)
+        s = str(abs(v))  # digits of an integer beyond any float, read off its decimal text
+        return f"{'-' if v < 0 else ''}{s[0]}.{s[1:digits + 1]}e+{len(s) - 1}"
+    if not math.isfinite(v):
+        return "n/a"
+    return f"{v:.{digits}e}" if abs(v) >= 1e6 else f"{v:.{digits}f}"
+
+
+def _cell(text: str) -> str:
+    """Text as one Markdown table cell: ``|`` escaped, line breaks as spaces."""
+    return " ".join(str(text).split()).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _mean_sd(vals: List[float]):
+    """Mean and sample standard deviation of values that may be huge: computed on floats, with an overflow (values
+    near 1e308) giving None, shown as n/a."""
+    try:
+        xs = [float(v) for v in vals]
+        mean = math.fsum(xs) / len(xs)
+        sd = statistics.stdev(xs)
+    except (OverflowError, ValueError):
+        return None, None
+    return (mean if math.isfinite(mean) else None), (sd if math.isfinite(sd) else None)
 
 
 def compare_table(items: List[dict], by: Optional[str] = None) -> str:
     """A Markdown table: one row per run, or with ``by`` one row per value of that recipe key (mean ± sd)."""
     head = ["run" if by is None else by, "n"] + [c for c, _, _ in COLUMNS]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["| " + " | ".join(_cell(h) for h in head) + " |", "|" + "---|" * len(head)]
     if by is None:
         for it in items:
             cells = [it.get("name") or Path(it["run"]).name, "1"] + [_fmt(_get(it["report"], p), d) for _, p, d in COLUMNS]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         return "\n".join(lines)
+    from ..config import check_key
+
+    check_key(by)
+    if items and all(_missing(it["report"], by) for it in items):
+        raise ValueError(f"--by {by}: none of the reports records a value for it (they were written without the "
+                         f"run's recipe); group by a key the runs' recipes hold, e.g. prior.kind")
     groups: Dict[str, List[dict]] = {}
     for it in items:
         groups.setdefault(str(recipe_value(it["report"], by)), []).append(it)
@@ -85,6 +120,16 @@ def compare_table(items: List[dict], by: Optional[str] = None) -> str:
             elif len(vals) == 1:
                 cells.append(_fmt(vals[0], d))
             else:
-                cells.append(f"{_fmt(statistics.mean(vals), d)} ± {_fmt(statistics.stdev(vals), d)}")
-        lines.append("| " + " | ".join(cells) + " |")
+                mean, sd = _mean_sd(vals)
+                cells.append(f"{_fmt(mean, d)} ± {_fmt(sd, d)}")
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
+
+
+def _missing(report: dict, key: str) -> bool:
+    node = (report.get("run") or {}).get("recipe")
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return True
+        node = node[part]
+    return False

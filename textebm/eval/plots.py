@@ -12,15 +12,14 @@ PNGs are written atomically (a temporary file beside the target, then ``os.repla
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..extras import require
-from ..files import atomic_write
-from ..metrics_log import METRICS_FILE
+from ..files import make_dirs, write_file
+from ..metrics_log import METRICS_FILE, read_records
 
 #: width and height of one panel, in inches
 PANEL_INCHES = (6.4, 4.0)
@@ -103,36 +102,41 @@ IMAGE_KEYS = ("dec_nll_dim", "valid_recon_nll_dim", "valid_mse")
 
 # ---- reading metrics.jsonl --------------------------------------------------------------------------------
 def read_metrics(path) -> List[dict]:
-    """The records of a ``metrics.jsonl``, one JSON object a line; blank lines are skipped.
+    """The records of a ``metrics.jsonl`` (:func:`textebm.metrics_log.read_records`: blank lines and a torn last
+    line are skipped, the latter with a warning).
 
     Raises FileNotFoundError when the file is missing, ValueError (naming the file and the line number) for a
     line that is not a JSON object, and ValueError for a file without records.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {path.parent} a training run directory?")
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}, line {number}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}, line {number}: expected a JSON object, got {type(rec).__name__}")
-            records.append(rec)
+    records = read_records(path)
     if not records:
         raise ValueError(f"{path} holds no records: nothing to plot")
     return records
 
 
+#: values beyond this magnitude are left out of a plot (an axis cannot span them: matplotlib's tick locator
+#: overflows near 1e308), as non-finite ones are
+MAX_PLOT_VALUE = 1e200
+
+
 def _number(v) -> Optional[float]:
-    """``v`` as a finite float, or None for anything else (None, strings, booleans, NaN, infinities)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    """``v`` as a float of magnitude at most :data:`MAX_PLOT_VALUE`, or None for anything else (None, strings,
+    booleans, NaN, infinities, integers or floats too large to draw)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
-    return float(v)
+    if isinstance(v, int) and abs(v) > MAX_PLOT_VALUE:  # float(v) could overflow
+        return None
+    v = float(v)
+    if not math.isfinite(v) or abs(v) > MAX_PLOT_VALUE:
+        return None
+    return v
+
+
+def plain_text(text: str) -> str:
+    """``text`` for a matplotlib title or label as it is: ``$`` would start mathtext (a run named
+    ``cost $\\frac$`` would be typeset, or fail to parse)."""
+    return str(text).replace("$", r"\$")
 
 
 def series(records: Sequence[dict], key: str) -> Tuple[List[float], List[float]]:
@@ -173,32 +177,44 @@ def _draw(ax, xs: Sequence[float], ys: Sequence[float], label: Optional[str] = N
     ax.plot(xs, ys, label=label, marker="o" if len(xs) <= MARKER_MAX_POINTS else None, markersize=3, linewidth=1.2)
 
 
-def _save(fig, path) -> Path:
-    """Write ``fig`` to ``path`` as PNG, atomically; parent directories are created."""
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+def _save(fig, path, root=None) -> Path:
+    """Write ``fig`` to ``path`` as PNG through :func:`textebm.files.write_file` (atomically, never through a
+    link; with ``root``, the run directory, no folder below it may be a link); parent directories are created."""
+    return write_file(path, lambda fh: fig.savefig(fh, format="png"), root=root)
 
 
-def plot_chain(trace: Sequence[float], path, title: Optional[str] = None) -> Path:
+def plot_chain(trace: Sequence[float], path, title: Optional[str] = None, root=None) -> Path:
     """The energy profile of a sampler chain as a PNG: the mean log-density at every step (``trace[k]`` at step
     k, index 0 = the start, as in ``Samples.trace``). Non-finite values leave gaps. Returns the path."""
     ys = [float(v) for v in trace]
     if not ys:
         raise ValueError("plot_chain needs a trace with at least one value")
-    fig, (ax,) = _figure(1, title or "energy profile of the sampler chain")
+    fig, (ax,) = _figure(1, plain_text(title) if title else "energy profile of the sampler chain")
     _draw(ax, range(len(ys)), ys)
     ax.set_xlabel("sampler step")
     ax.set_ylabel("mean log-density (unnormalized, nats)")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, root)
 
 
 def plot_run(run_dir, out_dir=None) -> List[Path]:
     """One PNG per group of curves of :data:`FIGURES` that has data, from ``run_dir/metrics.jsonl``, written to
     ``out_dir`` (default ``run_dir/plots``) as ``<name>.png``. Returns the written paths (none when no known
     metric has data); errors as in :func:`read_metrics`."""
+    from ..rundir import check_recovered
+
     run_dir = Path(run_dir)
+    check_recovered(run_dir)
     records = read_metrics(run_dir / METRICS_FILE)
+    root = run_dir if out_dir is None else None
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "plots"
+    huge = sum(1 for rec in records for v in rec.values() if not isinstance(v, bool) and isinstance(v, (int, float))
+               and _number(v) is None and (isinstance(v, int) or math.isfinite(v)))
+    if huge:
+        import sys
+
+        print(f"warning: {run_dir / METRICS_FILE}: {huge} value(s) beyond ±{MAX_PLOT_VALUE:g} left out of the plots "
+              f"(no axis can span them)", file=sys.stderr)
     example = "image" if any(k in rec for rec in records for k in IMAGE_KEYS) else "sentence"
     written = []
     for spec in FIGURES:
@@ -210,7 +226,7 @@ def plot_run(run_dir, out_dir=None) -> List[Path]:
                 panels.append((panel, curves))
         if not panels:
             continue
-        fig, axes = _figure(len(panels), f"{spec.title}\nrun {run_dir.resolve().name}")
+        fig, axes = _figure(len(panels), f"{spec.title}\nrun {plain_text(run_dir.resolve().name)}")
         for ax, (panel, curves) in zip(axes, panels):
             for label, xs, ys in curves:
                 _draw(ax, xs, ys, label)
@@ -221,7 +237,7 @@ def plot_run(run_dir, out_dir=None) -> List[Path]:
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small")
-        written.append(_save(fig, out_dir / f"{spec.name}.png"))
+        written.append(_save(fig, out_dir / f"{spec.name}.png", root))
     return written
 
 
@@ -244,7 +260,9 @@ def plot_prior_chain(run, out_dir=None, steps: int = 200, n_chains: int = 64, se
     out = model.sample_prior(n_chains, model.prior_chain.replace(n_steps=steps), generator=gen, trace=True,
                              return_samples=True)
     name = (run.parent if run.is_file() else run).resolve().name
-    out_dir = Path(out_dir) if out_dir is not None else (run.parent if run.is_file() else run) / "plots"
+    root = None if out_dir is not None else (run.parent if run.is_file() else run)
+    out_dir = Path(out_dir) if out_dir is not None else root / "plots"
+    make_dirs(out_dir, root)  # inside the run: no folder on the way may be a link
     path = plot_chain(out.trace, out_dir / "energy_profile.png",
                       title=f"prior chain of {name}: {n_chains} chains, {steps} steps, seed {seed}")
     return path, None

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import List, Sequence
 
@@ -28,15 +27,15 @@ def jsonable(obj):
     return obj
 
 
-def write_json(path, report: dict) -> Path:
-    """Write ``report`` as indented JSON, atomically (temporary file + rename)."""
+def write_json(path, report: dict, root=None) -> Path:
+    """Write ``report`` as indented JSON through :func:`textebm.files.write_file` (an exclusive temporary file in
+    the same directory, fsync, rename; never through a link)."""
+    from ..files import write_file
+
     path = Path(path)
     if path.parent and not path.parent.exists():
         raise FileNotFoundError(f"cannot write the report: directory {path.parent} does not exist")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(jsonable(report), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_file(path, json.dumps(jsonable(report), indent=2, allow_nan=False) + "\n", root=root)
 
 
 # ---- Markdown -------------------------------------------------------------------------------------------

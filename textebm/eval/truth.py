@@ -60,6 +60,17 @@ def grammar_for_corpus(name_or_path: str, data_dir: Optional[str] = None) -> Opt
     return None
 
 
+def check_derives(pcfg: PCFG, sentences: Sequence[str], what: str) -> None:
+    """A ValueError unless the grammar derives every sentence (p_true > 0): a grammar that did not generate the
+    corpus, found before any metric is computed (:func:`exact_kl` would find it only at the end)."""
+    toks = [_tokens(s) for s in sentences]
+    bad = [i for i, lp in enumerate(pcfg.log_probs(toks)) if lp == -math.inf]
+    if bad:
+        raise ValueError(f"the grammar does not derive {len(bad)} of the {len(toks)} sentences of {what} (first: "
+                         f"line {bad[0] + 1}: {' '.join(toks[bad[0]])[:80]!r}); it is not the grammar that "
+                         f"generated this corpus: fix or remove its {GRAMMAR_FILE}")
+
+
 def _tokens(s: Union[str, Sequence[str]]):
     return s.split() if isinstance(s, str) else list(s)
 

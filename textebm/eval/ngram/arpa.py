@@ -10,7 +10,7 @@ decimal strings that read back as the same float32, in lmplz's style
 
 from __future__ import annotations
 
-import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,93 @@ _FRAC_DIGITS = 14  # ... needs at most 5 + 9 digits after the point
 _FWIDTH = 2 + _INT_DIGITS + _FRAC_DIGITS  # sign, digits, '.', digits
 _DOT_COL = 1 + _INT_DIGITS
 _POW10F = 10.0 ** np.arange(-40, 41)  # _POW10F[k + 40] == 10.0 ** k
+
+
+#: how far into a file the ``\\data\\`` header is looked for
+HEADER_SEARCH_BYTES = 1 << 20
+#: the first bytes of a KenLM binary model (not an ARPA file: its header is KenLM's to check)
+KENLM_BINARY_MAGIC = b"mmap lm "
+_COUNT_RE = re.compile(r"^ngram\s+(\S+?)\s*=\s*(\S*)\s*$")
+
+
+class ArpaHeaderError(ValueError):
+    """An ARPA file whose ``\\data\\`` header kenlm must not be given (KenLM crashes on a negative count and
+    allocates whatever a huge one asks for)."""
+
+
+def _open_model_bytes(path: Path):
+    """A binary file object over the model's text (decompressing .gz, .bz2 and .xz as kenlm does)."""
+    import bz2
+    import gzip
+    import lzma
+
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.open(path, "rb"), True
+    if magic[:3] == b"BZh":
+        return bz2.open(path, "rb"), True
+    if magic[:6] == b"\xfd7zXZ\x00":
+        return lzma.open(path, "rb"), True
+    return open(path, "rb"), False
+
+
+def check_arpa_header(path) -> None:
+    """Check the ``\\data\\`` header of an ARPA file before kenlm reads it: ``ngram N=COUNT`` lines for
+    N = 1, 2, ... in order (at most 6, KenLM's limit), each COUNT a non-negative integer, the unigrams at least
+    one, and the counts no more than the file can hold (each n-gram line takes at least 2n + 2 bytes; a
+    compressed file, at most 256 times its size). A KenLM binary model is left to kenlm. Raises
+    :class:`ArpaHeaderError` naming the file and the line."""
+    from .corpus import MAX_ORDER
+
+    path = Path(path)
+    fh, compressed = _open_model_bytes(path)
+    try:
+        head = fh.read(HEADER_SEARCH_BYTES)
+    except (OSError, EOFError, ValueError) as e:
+        raise ArpaHeaderError(f"not an ARPA or KenLM binary model: {path} (cannot decompress it: {e})") from None
+    finally:
+        fh.close()
+    if head.startswith(KENLM_BINARY_MAGIC):
+        return
+    size = path.stat().st_size
+    lines = head.split(b"\n")
+    try:
+        start = next(i for i, l in enumerate(lines) if l.strip() == b"\\data\\")
+    except StopIteration:
+        raise ArpaHeaderError(f"not an ARPA or KenLM binary model: {path} (no \\data\\ header line in its first "
+                              f"{HEADER_SEARCH_BYTES} bytes)") from None
+    counts = []
+    for line in lines[start + 1:]:
+        text = line.decode("utf-8", "replace").strip()
+        if not text:
+            if counts:
+                break
+            continue
+        m = _COUNT_RE.match(text)
+        if m is None:
+            if text.startswith("\\"):
+                break
+            raise ArpaHeaderError(f"ARPA file {path}: header line {text[:60]!r} is not 'ngram N=COUNT'")
+        order, count = m.groups()
+        if not order.isdigit() or int(order) != len(counts) + 1:
+            raise ArpaHeaderError(f"ARPA file {path}: header line {text[:60]!r}: the orders must be 1, 2, ... in "
+                                  f"turn (expected ngram {len(counts) + 1}=...)")
+        if not count.isdigit():
+            raise ArpaHeaderError(f"ARPA file {path}: header line {text[:60]!r}: the count must be a non-negative "
+                                  f"integer")
+        counts.append(int(count))
+        if len(counts) > MAX_ORDER:
+            raise ArpaHeaderError(f"ARPA file {path}: more than {MAX_ORDER} orders (KenLM's limit)")
+    if not counts:
+        raise ArpaHeaderError(f"ARPA file {path}: the \\data\\ header lists no 'ngram N=COUNT' lines")
+    if counts[0] < 1:
+        raise ArpaHeaderError(f"ARPA file {path}: the header counts no unigrams (ngram 1=0)")
+    need = sum(c * (2 * n + 2) for n, c in enumerate(counts, start=1))
+    room = size * 256 if compressed else size
+    if need > room:
+        raise ArpaHeaderError(f"ARPA file {path}: its header counts {sum(counts)} n-grams, more than its {size} "
+                              f"bytes can hold; the header is wrong or the file is truncated")
 
 
 def _digit_col(j: np.ndarray) -> np.ndarray:
@@ -152,41 +239,48 @@ def write_arpa(path: Path, words: list[bytes], levels: list[dict],
     word_start = len(consts) + np.cumsum(word_len) - word_len
     head = np.frombuffer(consts + b"".join(vocab), dtype=np.uint8)
 
-    tmp = path.with_name(path.name + ".tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from ...files import write_file
+
+    def write(fh) -> None:
+        _write_levels(fh, levels, head, word_start, word_len, chunk_lines, (TAB, SPACE, NL))
+
+    write_file(Path(path), write)
+
+
+def _write_levels(fh, levels, head, word_start, word_len, chunk_lines, consts) -> None:
+    """The body of :func:`write_arpa`, into an open binary file."""
+    TAB, SPACE, NL = consts
     word_ids: list[np.ndarray] = []  # word id at each position, current order
-    with open(tmp, "wb") as fh:
-        fh.write(b"\\data\\\n")
-        for n, lv in enumerate(levels, start=1):
-            fh.write(b"ngram %d=%d\n" % (n, len(lv["logprob"])))
+    fh.write(b"\\data\\\n")
+    for n, lv in enumerate(levels, start=1):
+        fh.write(b"ngram %d=%d\n" % (n, len(lv["logprob"])))
+    fh.write(b"\n")
+    for n, lv in enumerate(levels, start=1):
+        size = len(lv["logprob"])
+        if n == 1:
+            word_ids = [np.arange(size, dtype=np.int64)]
+        else:
+            word_ids = [w[lv["ctx"]] for w in word_ids] + [lv["last"]]
+        one = np.ones(size, dtype=np.int64)
+        tab, space, newline = (np.full(size, c, dtype=np.int64) for c in (TAB, SPACE, NL))
+        pbuf, pstart, plen = _float_chars(lv["logprob"])
+        bufs = [head, pbuf]
+        segments = [(pstart + len(head), plen), (tab, one)]
+        for k, w in enumerate(word_ids):
+            if k:
+                segments.append((space, one))
+            segments.append((word_start[w], word_len[w]))
+        if "logbackoff" in lv:
+            bbuf, bstart, blen = _float_chars(lv["logbackoff"])
+            segments += [(tab, one), (bstart + len(head) + len(pbuf), blen)]
+            bufs.append(bbuf)
+        segments.append((newline, one))
+        src = np.concatenate(bufs)
+        starts = np.stack([st for st, _ in segments], axis=1)
+        lengths = np.stack([ln for _, ln in segments], axis=1)
+        fh.write(b"\\%d-grams:\n" % n)
+        for lo in range(0, size, chunk_lines):
+            hi = min(size, lo + chunk_lines)
+            fh.write(_copy_segments(src, starts[lo:hi].reshape(-1), lengths[lo:hi].reshape(-1)))
         fh.write(b"\n")
-        for n, lv in enumerate(levels, start=1):
-            size = len(lv["logprob"])
-            if n == 1:
-                word_ids = [np.arange(size, dtype=np.int64)]
-            else:
-                word_ids = [w[lv["ctx"]] for w in word_ids] + [lv["last"]]
-            one = np.ones(size, dtype=np.int64)
-            tab, space, newline = (np.full(size, c, dtype=np.int64) for c in (TAB, SPACE, NL))
-            pbuf, pstart, plen = _float_chars(lv["logprob"])
-            bufs = [head, pbuf]
-            segments = [(pstart + len(head), plen), (tab, one)]
-            for k, w in enumerate(word_ids):
-                if k:
-                    segments.append((space, one))
-                segments.append((word_start[w], word_len[w]))
-            if "logbackoff" in lv:
-                bbuf, bstart, blen = _float_chars(lv["logbackoff"])
-                segments += [(tab, one), (bstart + len(head) + len(pbuf), blen)]
-                bufs.append(bbuf)
-            segments.append((newline, one))
-            src = np.concatenate(bufs)
-            starts = np.stack([st for st, _ in segments], axis=1)
-            lengths = np.stack([ln for _, ln in segments], axis=1)
-            fh.write(b"\\%d-grams:\n" % n)
-            for lo in range(0, size, chunk_lines):
-                hi = min(size, lo + chunk_lines)
-                fh.write(_copy_segments(src, starts[lo:hi].reshape(-1), lengths[lo:hi].reshape(-1)))
-            fh.write(b"\n")
-        fh.write(b"\\end\\\n")
-    os.replace(tmp, path)
+    fh.write(b"\\end\\\n")

@@ -62,8 +62,10 @@ def read_training_bytes(source: SentencesOrPath) -> tuple[bytes, str]:
         data = "".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape")
         name = "<sentences>"
     else:
+        from ...files import read_regular
+
         path = require_file(source, "training text")
-        data = path.read_bytes()
+        data = read_regular(path, "training text")
         name = str(path)
         try:  # the n-gram model is scored on UTF-8 text (perplexity); so is it trained
             data.decode("utf-8")

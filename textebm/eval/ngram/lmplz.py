@@ -260,8 +260,9 @@ def train_lmplz(order: int, text_path: PathLike, arpa_path: PathLike,
     size = text_path.stat().st_size
     if size == 0 or not has_words(text_path.read_bytes()):
         raise ValueError(f"training corpus is empty (no words): {text_path}")
+    from ...files import atomic_write
+
     arpa_path = Path(arpa_path)
-    arpa_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="textebm-lmplz-", dir=temp_dir) as tmp:
         src = text_path
         with open(text_path, "rb") as fh:
@@ -272,14 +273,17 @@ def train_lmplz(order: int, text_path: PathLike, arpa_path: PathLike,
             shutil.copyfile(text_path, src)
             with open(src, "ab") as fh:
                 fh.write(b"\n")
-        cmd = [str(exe), "-o", str(order), "--discount_fallback", "--skip_symbols",
-               "-S", memory or _auto_memory(size, order), "-T", str(Path(tmp) / "lmplz_"),
-               "--text", str(src), "--arpa", str(arpa_path)]
-        try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        except OSError as exc:
-            raise LmplzError(f"could not run {exe}: {exc}") from exc
-    if proc.returncode != 0 or not arpa_path.is_file():
-        err = proc.stderr.decode(errors="replace").strip()
-        raise LmplzError(f"lmplz failed (exit {proc.returncode}) on {text_path}:\n{err[-4000:]}")
+        def run_lmplz(out: Path) -> None:  # into the writer's exclusive temporary file beside arpa_path
+            cmd = [str(exe), "-o", str(order), "--discount_fallback", "--skip_symbols",
+                   "-S", memory or _auto_memory(size, order), "-T", str(Path(tmp) / "lmplz_"),
+                   "--text", str(src), "--arpa", str(out)]
+            try:
+                proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            except OSError as exc:
+                raise LmplzError(f"could not run {exe}: {exc}") from exc
+            if proc.returncode != 0 or not out.is_file() or out.stat().st_size == 0:
+                err = proc.stderr.decode(errors="replace").strip()
+                raise LmplzError(f"lmplz failed (exit {proc.returncode}) on {text_path}:\n{err[-4000:]}")
+
+        atomic_write(arpa_path, run_lmplz)
     return arpa_path

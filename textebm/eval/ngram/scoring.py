@@ -23,23 +23,36 @@ def load_model(path: PathLike):
     """``kenlm.Model`` of an ARPA (possibly compressed) or KenLM binary file.
 
     Raises :class:`ModelNotFoundError` (``language model not found: PATH``)
-    when ``path`` does not exist and :class:`ModelFormatError` (first line
-    ``not an ARPA or KenLM binary model: PATH``, then kenlm's reason) when it
-    is a directory, an empty file or anything kenlm fails to read.
+    when ``path`` does not exist and :class:`ModelFormatError` (one line:
+    ``not an ARPA or KenLM binary model: PATH (kenlm: its whole reason)``)
+    when it is a directory, a device, an empty file, an ARPA file whose
+    header kenlm must not see (:func:`.arpa.check_arpa_header`: a negative or
+    impossible count crashes or exhausts KenLM) or anything kenlm fails to read.
     """
+    import stat
+
+    from .arpa import ArpaHeaderError, check_arpa_header
+
     path = Path(path)
     if path.is_dir():
         raise ModelFormatError(f"{_NOT_A_MODEL}: {path} (it is a directory)")
-    if not path.is_file():
+    if not path.exists():
         raise ModelNotFoundError(f"language model not found: {path}")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise ModelFormatError(f"{_NOT_A_MODEL}: {path} (not a regular file: a device, a pipe or a socket)")
     if path.stat().st_size == 0:
         raise ModelFormatError(f"{_NOT_A_MODEL}: {path} (empty file)")
+    try:
+        check_arpa_header(path)
+    except ArpaHeaderError as exc:
+        msg = str(exc)
+        raise ModelFormatError(msg if msg.startswith(_NOT_A_MODEL) else f"{_NOT_A_MODEL}: {path} ({msg})") from None
     kenlm = require("kenlm", "n-gram perplexity (textebm ngram ppl, FPPL, RPPL)", "text")
     try:
         return kenlm.Model(str(path))
     except (OSError, RuntimeError, ValueError) as exc:  # kenlm's errors; bytes it cannot decode
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise ModelFormatError(f"{_NOT_A_MODEL}: {path}\nkenlm: {reason}") from exc
+        raise ModelFormatError(f"{_NOT_A_MODEL}: {path} (kenlm: {reason})") from exc
 
 
 def read_eval_sentences(sentences) -> tuple[list[str], str]:
@@ -51,9 +64,11 @@ def read_eval_sentences(sentences) -> tuple[list[str], str]:
     """
     if is_sentence_list(sentences):
         return [str(s) for s in sentences], "<sentences>"
+    from ...files import read_regular
+
     path = require_file(sentences, "evaluation text")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_regular(path, "evaluation text").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ValueError(f"evaluation text is not UTF-8: {path} (byte offset {exc.start})") from exc
     lines = text.split("\n")
