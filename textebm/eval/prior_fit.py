@@ -5,9 +5,8 @@ wherever the decoder and the posterior put them, not at N(0, I). Samples of the 
 decoder is asked to decode codes it never saw ("prior holes"). Three measurements, from three sources of codes:
 
     prior      z ~ p_alpha by the model's prior chain (what ``textebm sample`` decodes)
-    posterior  z ~ p(z | x) for x drawn at random from the training sentences (the aggregate posterior),
-               by :func:`~textebm.eval.likelihood.posterior_samples` (the model's posterior chain, then a
-               refinement at temperature 1)
+    posterior  z ~ p(z | x) for x drawn at random from the training sentences (the aggregate posterior), by
+               the model's posterior chain: the codes training feeds the decoder and the prior learns to cover
     reference  z ~ N(0, sigma0^2 I)
 
 * **decode quality** (:func:`prior_fit`): each source's codes decoded with the recipe's decoding rule and greedily;
@@ -34,8 +33,8 @@ SOURCES = ("prior", "posterior", "reference")
 
 PRIOR_FIT_PROTOCOL = (
     "Prior fit: {n} codes from each source: prior (the model's prior chain: {prior_chain}), posterior (one "
-    "posterior sample of each of {n} training sentences drawn at random: the model's posterior chain, then 20 "
-    "Langevin steps of 0.1 at temperature 1) and reference (N(0, sigma0^2 I)); each decoded by the recipe's rule "
+    "posterior sample of each of {n} training sentences drawn at random by the model's posterior chain, the "
+    "codes training feeds the decoder) and reference (N(0, sigma0^2 I)); each decoded by the recipe's rule "
     "({decoding}) and greedily (max_len {max_len}). Quality: {quality}. ratio = prior / posterior. MMD: unbiased "
     "squared maximum mean discrepancy between prior and posterior codes, Gaussian kernel exp(-|a-b|^2 / (2 h^2)) "
     "with h the median distance of the pooled codes, p-value from {permutations} permutations. f gap = mean "
@@ -115,9 +114,9 @@ def gaussian_mmd2(mu_x: Sequence[float], var_x: float, mu_y: Sequence[float], va
 # ---- codes from the three sources ----------------------------------------------------------------------------
 def aggregate_posterior(model, sentence_ids: List[List[int]], batch_size: int = 64,
                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """(N, d): one posterior sample of each sentence (token ids with <s> ... </s>), by
-    :func:`~textebm.eval.likelihood.posterior_samples` (the model's posterior chain, then a refinement at
-    temperature 1), batched by length, returned in the order of ``sentence_ids``."""
+    """(N, d): one posterior sample of each sentence (token ids with <s> ... </s>) by the model's posterior chain
+    (:func:`~textebm.eval.likelihood.posterior_samples` without a refinement), batched by length, returned in the
+    order of ``sentence_ids``."""
     from ..data import pad_batch
     from .likelihood import _batches, posterior_samples
 
@@ -127,7 +126,7 @@ def aggregate_posterior(model, sentence_ids: List[List[int]], batch_size: int = 
     try:
         for idx in _batches(sentence_ids, batch_size):
             x = pad_batch([sentence_ids[i] for i in idx], model.tokenizer.pad_id).to(model.device)
-            out[torch.as_tensor(idx)] = posterior_samples(model, x, generator=generator).cpu()
+            out[torch.as_tensor(idx)] = posterior_samples(model, x, refine=None, generator=generator).cpu()
     finally:
         model.train(was)
     return out
