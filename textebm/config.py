@@ -363,14 +363,21 @@ def to_dict(obj) -> dict:
 def load_recipe(path, _seen: frozenset = frozenset()) -> Recipe:
     """Read a YAML recipe file into a :class:`Recipe` (clear errors for missing files and bad YAML).
 
-    A recipe may start from another: ``base: other.yaml`` (relative to this file) loads that recipe first, and
-    the keys given here override it section by section.
+    ``path`` is a file, or the name of a recipe that ships with the package (``quickstart``; ``textebm recipes``
+    lists them; :func:`textebm.recipes.find_recipe`). A recipe may start from another: ``base: other.yaml``
+    (relative to this file) loads that recipe first, and the keys given here override it section by section.
     """
     import yaml
 
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"recipe file not found: {path}")
+        from .recipes import find_recipe, recipe_names
+
+        packaged = find_recipe(str(path))
+        if packaged is None:
+            raise ConfigError(f"recipe file not found: {path} is neither a file nor a packaged recipe (packaged: "
+                              f"{', '.join(n for n in recipe_names() if '/' not in n)}; `textebm recipes` lists them)")
+        path = packaged
     if path.is_dir():
         raise ConfigError(f"recipe path is a directory, expected a YAML file: {path}")
     try:
