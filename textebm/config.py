@@ -32,7 +32,9 @@ class DataConfig:
     corpus: str = "grammar"            # text: a name in textebm.data.CORPORA or a local file/directory;
                                        # image: svhn | cifar10 | celeba | mnist | digits or a local folder/array file
     data_dir: Optional[str] = None     # where the corpus files are (named corpora)
-    tokenizer: str = "word"            # word | sentencepiece
+    tokenizer: str = "word"            # word | sentencepiece | hf (a pretrained model's own tokenizer)
+    tokenizer_path: Optional[str] = None  # hf: a local tokenizer directory (save_pretrained); default:
+                                          # model.decoder_args.pretrained
     min_count: int = 1                 # word vocabulary: minimum training count
     max_vocab: Optional[int] = None    # word vocabulary: maximum size including special tokens
     spm_vocab_size: int = 8000         # sentencepiece vocabulary size
@@ -45,7 +47,7 @@ class DataConfig:
     held_out_class: Optional[int] = None  # images: anomaly protocol, train without this class, test on all
     options: Dict[str, Any] = field(default_factory=dict)  # corpus-specific loader options
 
-    _choices = {"kind": ("text", "image"), "tokenizer": ("word", "sentencepiece"),
+    _choices = {"kind": ("text", "image"), "tokenizer": ("word", "sentencepiece", "hf"),
                 "length_policy": ("truncate", "drop"), "channels": (1, 3)}
     _ranges = {"min_count": (1, None), "max_len": (1, None), "spm_vocab_size": (8, None), "image_size": (4, None),
                "limit": (1, None)}
@@ -335,6 +337,10 @@ def check_recipe(recipe: "Recipe") -> None:
         if getattr(s, f"{which}_schedule") != "constant" and getattr(s, f"{which}_step_size_end") is None:
             raise ConfigError(f"sampling.{which}_schedule: {getattr(s, f'{which}_schedule')} needs "
                               f"sampling.{which}_step_size_end")
+    d = recipe.data
+    if d.tokenizer == "hf" and not (d.tokenizer_path or recipe.model.decoder_args.get("pretrained")):
+        raise ConfigError("data.tokenizer: hf needs a tokenizer directory: set data.tokenizer_path, or "
+                          "model.decoder_args.pretrained to a model directory that holds its tokenizer")
     if s.posterior_start == "encoder" and not recipe.model.encoder:
         raise ConfigError("sampling.posterior_start: encoder needs an amortized posterior: set model.encoder: gru")
     if recipe.model.encoder and recipe.data.kind != "text":

@@ -225,7 +225,7 @@ def check_out_dir(run_dir, overwrite: bool) -> None:
 
 #: the files a run or a saved model consists of (beside ``checkpoints/``); no output flag may write over them
 RUN_FILES = ("config.json", "model.safetensors", "recipe.yaml", "vocab.json", "spm.model", "spm.json",
-             "metrics.jsonl")
+             "tokenizer.json", "tokenizer_config.json", "metrics.jsonl")
 
 
 def check_output(path, flag: str, inputs=()) -> None:
