@@ -405,6 +405,9 @@ def build_model(recipe, tokenizer=None) -> LatentEBMModel:
         n_prefix = int(m.decoder_args.get("n_prefix", 1))
         kwargs.update(n_embd=m.embed_dim, n_inner=m.hidden_dim, embd_dropout=m.dropout_in, dropout=m.dropout_out,
                       n_positions=n_prefix + max(recipe.data.max_len, recipe.generate.max_len) + 2)
+    elif m.decoder == "transformer" and getattr(tokenizer, "kind", None) == "hf":
+        # the model's own tokenizer: its embeddings grow by the tokens the run added (a padding token, say)
+        kwargs.update(added_tokens=tokenizer.n_added)
     kwargs.update(m.decoder_args)
     decoder = build_decoder(m.decoder, **kwargs)
     encoder = None
