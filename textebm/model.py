@@ -179,9 +179,23 @@ class LatentEBMModel(nn.Module):
             self.tokenizer.save(directory)
         return directory
 
+    def push_to_hub(self, repo_id: str, run_dir=None, private: Optional[bool] = None, token=None,
+                    commit_message: Optional[str] = None, revision: Optional[str] = None, api=None):
+        """Upload the model to the Hugging Face Hub repository ``repo_id`` (``org/name``; created if needed):
+        :meth:`save_pretrained`'s files (safetensors weights, config, tokenizer), ``recipe.yaml``, the
+        ``metrics.jsonl`` and evaluation reports of ``run_dir`` when given, and a model card (``README.md``) with
+        the ecosystem's metadata generated from them (:func:`textebm.hub.model_card`). Needs the ``[hub]`` extra.
+        Returns the commit's information; :meth:`from_pretrained` loads it back by id."""
+        from .hub import push
+
+        return push(self, repo_id, run_dir=run_dir, private=private, token=token, commit_message=commit_message,
+                    revision=revision, api=api)
+
     @classmethod
     def from_pretrained(cls, directory, device="cpu") -> "LatentEBMModel":
-        """Load a model written by :meth:`save_pretrained` (or a finished training run directory).
+        """Load a model written by :meth:`save_pretrained` (or a finished training run directory), or one pushed
+        to the Hugging Face Hub, by id (``org/name[@revision]``, through the local cache; ``HF_HUB_OFFLINE=1``
+        reads the cache only; :func:`textebm.hub.download`).
 
         Reads JSON and safetensors only, so opening a model runs no code from its files; a malformed
         ``config.json`` or weights that do not fit it are a ``ValueError`` naming the file.
@@ -191,7 +205,10 @@ class LatentEBMModel(nn.Module):
         from .config import ConfigError, Recipe, from_dict
         from .data.tokenizers import load_tokenizer
         from .files import load_state, read_json
+        from .hub import download, is_hub_id
 
+        if is_hub_id(directory):
+            directory = download(str(directory))
         directory = Path(directory)
         if not (directory / CONFIG).exists() or not (directory / WEIGHTS).exists():
             raise FileNotFoundError(f"{directory} is not a saved model: expected {CONFIG} and {WEIGHTS} in it")

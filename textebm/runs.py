@@ -294,14 +294,14 @@ def clear_dir(run_dir) -> None:
 # ---- loading a model from a run, a saved model or a checkpoint ---------------------------------------------
 def load_model(path, device="cpu"):
     """A :class:`~textebm.model.LatentEBMModel` from a saved-model directory, a run directory (its newest
-    checkpoint) or a checkpoint file. Errors name the path and what was expected there."""
+    checkpoint), a checkpoint file, or a model on the Hugging Face Hub by id (``org/name``; :mod:`textebm.hub`).
+    Errors name the path and what was expected there."""
     from .config import Recipe, from_dict
     from .data.tokenizers import load_tokenizer
+    from .hub import resolve
     from .model import LatentEBMModel, build_model
 
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no such run directory or checkpoint: {p}")
+    p = resolve(path)  # a Hub id (org/name) becomes its snapshot in the local cache
     if is_saved_model(p):
         return LatentEBMModel.from_pretrained(p, device=device)
     if p.is_dir():
