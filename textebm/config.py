@@ -337,10 +337,6 @@ def check_recipe(recipe: "Recipe") -> None:
         if getattr(s, f"{which}_schedule") != "constant" and getattr(s, f"{which}_step_size_end") is None:
             raise ConfigError(f"sampling.{which}_schedule: {getattr(s, f'{which}_schedule')} needs "
                               f"sampling.{which}_step_size_end")
-    d = recipe.data
-    if d.tokenizer == "hf" and not (d.tokenizer_path or recipe.model.decoder_args.get("pretrained")):
-        raise ConfigError("data.tokenizer: hf needs a tokenizer directory: set data.tokenizer_path, or "
-                          "model.decoder_args.pretrained to a model directory that holds its tokenizer")
     if s.posterior_start == "encoder" and not recipe.model.encoder:
         raise ConfigError("sampling.posterior_start: encoder needs an amortized posterior: set model.encoder: gru")
     if recipe.model.encoder and recipe.data.kind != "text":

@@ -13,12 +13,15 @@ from hf_local import pretrain, save_tiny_gpt2, train_bpe
 transformers = pytest.importorskip("transformers")
 
 #: tiny settings: a few steps of everything, so each run takes seconds on one CPU thread
-SMALL = ["model.decoder=transformer", "data.tokenizer=hf", "data.max_len=32", "generate.max_len=24",
+SMALL = ["data.max_len=32", "generate.max_len=24",
          "model.latent_dim=4", "prior.hidden=16", "sampling.prior_steps=5", "sampling.posterior_steps=3",
          "train.steps=6", "train.batch_size=16", "train.log_every=1", "train.eval_every=6", "train.eval_batches=1",
          "train.latent_batches=1", "train.latent_chains=3", "train.prior_fit_samples=16", "train.save_every=6",
          "train.lr_decoder=3e-3", "train.num_threads=1"]
-MODES = {"trained": "", "frozen": ", freeze_lm: true", "lora": ", lora: {r: 4, alpha: 8}"}
+#: the LM's weights trained, frozen, or frozen under low-rank adapters (the packaged recipe's choice, made smaller)
+MODES = {"trained": ["model.decoder_args.lora=null"],
+         "frozen": ["model.decoder_args.lora=null", "model.decoder_args.freeze_lm=true"],
+         "lora": ["model.decoder_args.lora={r: 4, alpha: 8}"]}
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +39,12 @@ def lm_dir(tmp_path_factory):
 
 
 def recipe(lm_path, mode):
-    from textebm.config import Recipe, apply_overrides
+    """The packaged recipe pointed at ``lm_path``, shrunk to seconds."""
+    from textebm.config import apply_overrides, load_recipe
 
-    args = f"{{pretrained: '{lm_path}', n_prefix: 2, add_to_inputs: true{MODES[mode]}}}"
-    return apply_overrides(Recipe(name=f"hf-{mode}"), ["data.corpus=grammar", *SMALL,
-                                                       f"model.decoder_args={args}"])
+    return apply_overrides(load_recipe("pretrained_lm"), [
+        f"name=hf-{mode}", *SMALL, f"model.decoder_args.pretrained={lm_path}", "model.decoder_args.n_prefix=2",
+        "model.decoder_args.add_to_inputs=true", *MODES[mode]])
 
 
 def lm_state(model_or_lm):
