@@ -68,4 +68,4 @@ def pretrain(lm, tokenizer, steps: int = 150, batch_size: int = 32, lr: float = 
         loss.backward()
         opt.step()
     lm.eval()
-    return float(loss)
+    return float(loss.detach())
