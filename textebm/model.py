@@ -308,6 +308,10 @@ def _check_sizes(cfg: dict, where: str, weights: dict) -> None:
     n_values = sum(t.numel() for t in weights.values())
     vocab = cfg.get("vocab_size")
     for key, value in cfg.items():
+        if key == "lora" and isinstance(value, dict):  # an adapter's rank owns parameters too
+            r = value.get("r")
+            if isinstance(r, int) and not isinstance(r, bool) and r > n_values:
+                raise ValueError(f"{where}: lora.r = {r} is more than the weights file can hold ({n_values})")
         if isinstance(value, dict):  # a nested library config (lm_config): its layer counts
             for k, v in value.items():
                 if "layer" in k and isinstance(v, int) and not isinstance(v, bool) and v > len(weights):

@@ -83,6 +83,15 @@ def test_a_local_lm_with_its_own_tokenizer_trains_samples_evaluates_and_reloads_
     if mode == "lora":
         lora_b = [p for n, p in m.decoder.lm.named_parameters() if "lora_B" in n]
         assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # the adapters trained (they start at 0)
+        # a config that asks for adapters larger than its weights is refused before anything is allocated
+        hostile = tmp_path / "hostile"
+        hostile.mkdir()
+        shutil.copy(run / "model.safetensors", hostile)
+        cfg = json.loads((run / "config.json").read_text())
+        cfg["decoder"]["lora"]["r"] = 10 ** 12
+        (hostile / "config.json").write_text(json.dumps(cfg))
+        with pytest.raises(ValueError, match=r"lora.r = 1000000000000 is more than the weights file can hold"):
+            LatentEBMModel.from_pretrained(hostile)
     assert ("frozen" in m.decoder.trainable_summary()) == (mode != "trained")
 
     # sampling and evaluation on the run; the n-gram metrics count words, and the report says so
