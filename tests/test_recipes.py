@@ -46,7 +46,8 @@ def test_textebm_recipes_lists_them_and_prints_one(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(recipe_names())
     table = dict(line.split(None, 1) for line in lines)
-    assert table["quickstart"] == "Quickstart: a small latent-EBM LSTM model on the bundled grammar corpus (data/grammar)."
+    assert table["quickstart"] == ("Quickstart: a small latent-EBM LSTM model on the bundled grammar corpus "
+                                   "(data/grammar).")
     assert table["ptb"].startswith("Penn Treebank (Mikolov et al. 2010 preprocessing), the PTB row of Pang et al.")
     assert table["pretrained_lm"].startswith("A pretrained causal language model with its own tokenizer")
     assert all(len(text) <= 115 for text in table.values())

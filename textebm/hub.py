@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from .extras import require
+from .extras import MissingExtraError, require
 from .files import atomic_write, read_json
 
 #: what makes a model (both required)
@@ -71,7 +71,11 @@ def download(hub_id: str, cache_dir=None, token=None) -> Path:
     if parsed is None:
         raise ValueError(f"{hub_id!r} is not a Hub model id (expected org/name or org/name@revision)")
     repo_id, revision = parsed
-    hf = require("huggingface_hub", f"loading {repo_id} from the Hugging Face Hub", "hub")
+    try:
+        hf = require("huggingface_hub", "", "hub")
+    except MissingExtraError:  # a mistyped local path looks like an id too: say both
+        raise MissingExtraError(f"no such run directory or checkpoint: {hub_id}; opening it as a Hub id needs "
+                                f"huggingface_hub, which is not installed: pip install 'textebm[hub]'") from None
     from huggingface_hub.utils import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                        RevisionNotFoundError)
 

@@ -14,9 +14,10 @@ tokenizer's ``tokenizer.json``) and four ids, mapped as follows:
 * ``unk_id``: its unknown token, else the end-of-sequence token (word dropout replaces inputs by it).
 
 Each token added is a new row of the model's embeddings (:class:`~textebm.decoders.TransformerDecoder` resizes
-them); :attr:`HFTokenizer.note` says what was added, and a training run prints it with its data statistics. ``encode`` frames a sentence as ``<s> ids </s>`` with the tokenizer's
-own special-token template switched off (the run adds ``<s>`` and ``</s>`` itself), and ``decode`` drops padding,
-``<s>`` and ``</s>`` and returns the text with single spaces.
+them); :attr:`HFTokenizer.note` says what was added, and a training run prints it with its data statistics.
+``encode`` frames a sentence as ``<s> ids </s>`` with the tokenizer's own special-token template switched off
+(the run adds ``<s>`` and ``</s>`` itself), and ``decode`` drops padding, ``<s>`` and ``</s>`` and returns the
+text with single spaces.
 
 A run directory stores ``tokenizer.json`` (the ``tokenizers`` serialization, read back as data by the Rust
 library) and ``tokenizer_config.json`` (the special tokens, in the layout ``AutoTokenizer`` reads), so it reloads
