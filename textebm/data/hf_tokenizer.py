@@ -11,7 +11,9 @@ tokenizer's ``tokenizer.json``) and four ids, mapped as follows:
 * ``pad_id``: its padding token when it has one that is none of the three others; else ``<pad>`` is added.
   Padding must be a token of its own: a batch masks every position that holds it, and GPT-2 or Qwen, which pad
   with their end-of-text token, would then never learn to stop.
-* ``unk_id``: its unknown token, else the end-of-sequence token (word dropout replaces inputs by it).
+* ``unk_id``: its unknown token when it has one of its own; else (none, or GPT-2's, which is its end-of-text token)
+  the padding id, so that word dropout blanks a word (the Transformer masks the position, the LSTM's padding
+  embedding is zero) and the evaluation's count of unknown tokens does not count every sentence's ``</s>``.
 
 Each token added is a new row of the model's embeddings (:class:`~textebm.decoders.TransformerDecoder` resizes
 them); :attr:`HFTokenizer.note` says what was added, and a training run prints it with its data statistics.
@@ -66,7 +68,8 @@ class HFTokenizer:
             raise FileFormatError(f"{where}: the padding token {pad_token!r} is also its bos, eos or unk token; "
                                   f"padding must be a token of its own")
         self.bos_id, self.eos_id, self.pad_id = ids["bos"], ids["eos"], ids["pad"]
-        self.unk_id = ids.get("unk", self.eos_id)
+        unk = ids.get("unk")
+        self.unk_id = unk if unk is not None and unk not in (self.bos_id, self.eos_id) else self.pad_id
         self._size = int(backend.get_vocab_size(with_added_tokens=True))
 
     # ---- from a model's directory ------------------------------------------------------------------------
