@@ -118,6 +118,16 @@ def test_a_pushed_run_loads_back_by_id_offline_and_samples_and_evaluates(pushed,
     assert main(["eval", REPO, "--recon", "--max-sentences", "5", "--no-progress"]) == 0
     rep = json.loads((tmp_path / "eval-test.json").read_text())
     assert rep["recon"]["n_sentences"] == 5 and rep["run"]["path"] == REPO
+    # the other commands that take a run: chain, compare (with the pushed report), plot (with the pushed metrics)
+    capsys.readouterr()
+    assert main(["chain", REPO, "--steps", "4", "--every", "2"]) == 0
+    assert main(["compare", REPO, str(pushed.run)]) == 0
+    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| textebm-test/tiny |") or line.startswith("| run |")}
+    assert set(rows) == {REPO, "run"} and rows[REPO] == rows["run"]  # the id's report is the run's
+    if __import__("importlib").util.find_spec("matplotlib") is not None:
+        assert main(["plot", REPO, "--chain-steps", "5"]) == 0
+        assert (tmp_path / "plots" / "energy_profile.png").is_file()
     assert sorted(str(q) for q in offline_cache.rglob("*")) == before
 
 
