@@ -27,7 +27,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, toy_corpus):
     assert_one_line_error(run_cli("train", str(bad)), "unknown key 'stepz'", "steps")
     assert_one_line_error(run_cli("sample", str(tmp_path / "missing_run")), "no such run directory")
     assert_one_line_error(run_cli("sample", str(tmp_path), "-n", "0"), "argument -n: must be at least 1")
-    assert_one_line_error(run_cli("train", str(ROOT / "recipes" / "quickstart.yaml"), "--set", "train.steps=-1"),
+    assert_one_line_error(run_cli("train", "quickstart", "--set", "train.steps=-1"),
                           "train.steps")
     broken = tmp_path / "broken.yaml"
     broken.write_text("train: [1, 2\n")

@@ -370,7 +370,7 @@ def test_encode_sentences_truncates_or_drops_and_counts():
 def test_recipes_load_with_paper_sizes(name):
     from textebm.config import load_recipe
 
-    r = load_recipe(ROOT / "recipes" / f"{name}.yaml")
+    r = load_recipe(ROOT / "textebm" / "recipes" / f"{name}.yaml")
     sizes = {"ptb": (128, 512), "snli": (256, 256), "yahoo": (512, 1024)}[name]
     assert (r.model.embed_dim, r.model.hidden_dim) == sizes and r.model.latent_dim == 32
     assert (r.sampling.prior_steps, r.sampling.prior_step_size) == (60, 0.4)
@@ -385,7 +385,7 @@ def test_ptb_recipe_trains_from_data_dir(ptb_dir, tmp_path, capsys):
     from textebm.cli import main
 
     out = tmp_path / "run"
-    rc = main(["train", str(ROOT / "recipes" / "ptb.yaml"), "--data-dir", str(ptb_dir), "--out", str(out),
+    rc = main(["train", "ptb", "--data-dir", str(ptb_dir), "--out", str(out),
                "--no-progress", "--device", "cpu", "--set", "train.steps=2", "--set", "train.batch_size=8",
                "--set", "train.eval_every=2", "--set", "train.eval_batches=1", "--set", "train.save_every=2",
                "--set", "sampling.prior_steps=3", "--set", "sampling.posterior_steps=3"])
@@ -398,7 +398,7 @@ def test_ptb_recipe_trains_from_data_dir(ptb_dir, tmp_path, capsys):
 def test_train_reports_missing_data_dir_cleanly(tmp_path, capsys):
     from textebm.cli import main
 
-    rc = main(["train", str(ROOT / "recipes" / "ptb.yaml"), "--data-dir", str(tmp_path / "nope"),
+    rc = main(["train", "ptb", "--data-dir", str(tmp_path / "nope"),
                "--out", str(tmp_path / "run"), "--no-progress"])
     assert rc == 2
     assert "textebm: error: PTB: corpus directory not found" in capsys.readouterr().err

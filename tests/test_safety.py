@@ -197,7 +197,7 @@ def test_recipe_values_that_would_fail_later_are_refused_before_the_run(tmp_path
 
 # ---- data arguments are never replaced -------------------------------------------------------------------
 def test_a_missing_or_empty_data_dir_is_an_error_not_a_generated_corpus(tmp_path, capsys):
-    quick = str(ROOT / "recipes" / "quickstart.yaml")
+    quick = str(ROOT / "textebm" / "recipes" / "quickstart.yaml")
     out = tmp_path / "out"
     assert_error(capsys, ["train", quick, "--data-dir", str(tmp_path / "nope"), "--out", str(out)],
                  "not found", str(tmp_path / "nope"))

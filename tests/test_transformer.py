@@ -280,11 +280,11 @@ def test_transformer_recipes_validate_and_build():
     from textebm.data import WordVocab
 
     vocab = WordVocab.build(["a b c d e f"])
-    q = load_recipe(ROOT / "recipes" / "quickstart_transformer.yaml")
+    q = load_recipe(ROOT / "textebm" / "recipes" / "quickstart_transformer.yaml")
     dec = build_model(q, vocab).decoder
     assert isinstance(dec, TransformerDecoder) and dec.n_embd == q.model.embed_dim
     assert dec.config["n_positions"] == q.model.decoder_args["n_prefix"] + max(q.data.max_len, q.generate.max_len) + 2
-    p = load_recipe(ROOT / "recipes" / "ptb_transformer.yaml")
+    p = load_recipe(ROOT / "textebm" / "recipes" / "ptb_transformer.yaml")
     assert p.model.latent_dim == 32 and p.model.decoder == "transformer"
     s = p.sampling
     assert (s.prior_steps, s.prior_step_size, s.posterior_steps) == (60, 0.4, 20)

@@ -57,7 +57,9 @@ class DataConfig:
     corpus: str = "grammar"            # text: a name in textebm.data.CORPORA or a local file/directory;
                                        # image: svhn | cifar10 | celeba | mnist | digits or a local folder/array file
     data_dir: Optional[str] = None     # where the corpus files are (named corpora)
-    tokenizer: str = "word"            # word | sentencepiece
+    tokenizer: str = "word"            # word | sentencepiece | hf (a pretrained model's own tokenizer)
+    tokenizer_path: Optional[str] = None  # hf: a local tokenizer directory (save_pretrained); default:
+                                          # model.decoder_args.pretrained
     min_count: int = 1                 # word vocabulary: minimum training count
     max_vocab: Optional[int] = None    # word vocabulary: maximum size including special tokens
     spm_vocab_size: int = 8000         # sentencepiece vocabulary size
@@ -70,7 +72,7 @@ class DataConfig:
     held_out_class: Optional[int] = None  # images: anomaly protocol, train without this class, test on all
     options: Dict[str, Any] = field(default_factory=dict)  # corpus-specific loader options
 
-    _choices = {"kind": ("text", "image"), "tokenizer": ("word", "sentencepiece"),
+    _choices = {"kind": ("text", "image"), "tokenizer": ("word", "sentencepiece", "hf"),
                 "length_policy": ("truncate", "drop"), "channels": (1, 3)}
     _ranges = {"min_count": (1, None), "max_len": _b("data_max_len"), "spm_vocab_size": _b("spm_vocab_size"),
                "image_size": _b("image_size"), "limit": (1, None), "max_vocab": _b("max_vocab")}
@@ -492,13 +494,20 @@ def load_yaml(text: str, what: str):
     return data
 
 
-def _read_recipe_data(path: Path) -> dict:
+def _read_recipe_data(path: Path):
+    """(the recipe's mapping, the file it came from: ``path``, or the packaged recipe a name stands for)."""
     import yaml
 
     from .files import FileFormatError, read_regular
 
     if not path.exists():
-        raise ConfigError(f"recipe file not found: {path}")
+        from .recipes import find_recipe, recipe_names
+
+        packaged = find_recipe(str(path))
+        if packaged is None:
+            raise ConfigError(f"recipe file not found: {path} is neither a file nor a packaged recipe (packaged: "
+                              f"{', '.join(n for n in recipe_names() if '/' not in n)}; `textebm recipes` lists them)")
+        path = packaged
     if path.is_dir():
         raise ConfigError(f"recipe path is a directory, expected a YAML file: {path}")
     try:
@@ -521,18 +530,19 @@ def _read_recipe_data(path: Path) -> dict:
     base = data.get("base")
     if base is not None and not isinstance(base, str):
         raise ConfigError(f"recipe {path}: base must be the path of another recipe, got {base!r}")
-    return data
+    return data, path
 
 
 def load_recipe(path, _seen: frozenset = frozenset()) -> Recipe:
     """Read a YAML recipe file into a :class:`Recipe` (clear errors for missing files and bad YAML).
 
-    A recipe may start from another: ``base: other.yaml`` (relative to this file) loads that recipe first, and
-    the keys given here override it section by section. Recipe files are regular files of at most
+    ``path`` is a file, or the name of a recipe that ships with the package (``quickstart``; ``textebm recipes``
+    lists them; :func:`textebm.recipes.find_recipe`). A recipe may start from another: ``base: other.yaml``
+    (relative to this file) loads that recipe first, and the keys given here override it section by section.
+    Recipe files are regular files of at most
     :data:`MAX_RECIPE_BYTES` (``/dev/zero`` is refused before a byte is read), read with :func:`load_yaml`.
     """
-    path = Path(path)
-    data = _read_recipe_data(path)
+    data, path = _read_recipe_data(Path(path))
     base = data.pop("base", None)
     if base is not None:
         base_path = (path.parent / base).resolve()
@@ -548,10 +558,11 @@ def recipe_files(path) -> List[Path]:
     while path is not None and path.resolve() not in {p.resolve() for p in out}:
         out.append(path)
         try:
-            base = _read_recipe_data(path).get("base")
+            data, found = _read_recipe_data(path)
         except ConfigError:
             break
-        path = (path.parent / base) if isinstance(base, str) else None
+        base = data.get("base")
+        path = (found.parent / base) if isinstance(base, str) else None
     return out
 
 

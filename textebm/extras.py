@@ -1,8 +1,9 @@
 """Optional dependencies: ``require(module, extra)`` imports a module or raises one clear error naming the extra.
 
 ``pip install textebm`` gives the prior, the samplers, the learning rules, the LSTM decoder, training and sampling.
-The rest comes with extras: ``[text]`` (datasets, sentencepiece, kenlm), ``[transformer]`` (transformers),
-``[images]`` (pillow, scikit-learn), ``[plots]`` (matplotlib), ``[tensorboard]``, ``[test]``, ``[all]``.
+The rest comes with extras: ``[text]`` (datasets, sentencepiece, kenlm), ``[transformer]`` (transformers, with
+tokenizers), ``[hub]`` (huggingface_hub: push and pull models), ``[peft]`` (low-rank adapters for a pretrained
+decoder), ``[images]`` (pillow, scikit-learn), ``[plots]`` (matplotlib), ``[tensorboard]``, ``[test]``, ``[all]``.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import importlib
 #: module -> the extra that installs it
 EXTRA_OF = {
     "datasets": "text", "sentencepiece": "text", "kenlm": "text",
-    "transformers": "transformer",
+    "transformers": "transformer", "tokenizers": "transformer",
+    "huggingface_hub": "hub", "peft": "peft",
     "PIL": "images", "sklearn": "images",
     "matplotlib": "plots",
     "torch.utils.tensorboard": "tensorboard", "tensorboard": "tensorboard",

@@ -179,9 +179,23 @@ class LatentEBMModel(nn.Module):
             self.tokenizer.save(directory)
         return directory
 
+    def push_to_hub(self, repo_id: str, run_dir=None, private: Optional[bool] = None, token=None,
+                    commit_message: Optional[str] = None, revision: Optional[str] = None, api=None):
+        """Upload the model to the Hugging Face Hub repository ``repo_id`` (``org/name``; created if needed):
+        :meth:`save_pretrained`'s files (safetensors weights, config, tokenizer), ``recipe.yaml``, the
+        ``metrics.jsonl`` and evaluation reports of ``run_dir`` when given, and a model card (``README.md``) with
+        the ecosystem's metadata generated from them (:func:`textebm.hub.model_card`). Needs the ``[hub]`` extra.
+        Returns the commit's information; :meth:`from_pretrained` loads it back by id."""
+        from .hub import push
+
+        return push(self, repo_id, run_dir=run_dir, private=private, token=token, commit_message=commit_message,
+                    revision=revision, api=api)
+
     @classmethod
     def from_pretrained(cls, directory, device="cpu") -> "LatentEBMModel":
-        """Load a model written by :meth:`save_pretrained` (or a finished training run directory).
+        """Load a model written by :meth:`save_pretrained` (or a finished training run directory), or one pushed
+        to the Hugging Face Hub, by id (``org/name[@revision]``, through the local cache; ``HF_HUB_OFFLINE=1``
+        reads the cache only; :func:`textebm.hub.download`).
 
         Reads JSON and safetensors only, so opening a model runs no code from its files; a malformed
         ``config.json`` or weights that do not fit it are a ``ValueError`` naming the file.
@@ -191,7 +205,10 @@ class LatentEBMModel(nn.Module):
         from .config import ConfigError, Recipe, from_dict
         from .data.tokenizers import load_tokenizer
         from .files import load_state, read_json
+        from .hub import download, is_hub_id
 
+        if is_hub_id(directory):
+            directory = download(str(directory))
         directory = Path(directory)
         if not (directory / CONFIG).exists() or not (directory / WEIGHTS).exists():
             raise FileNotFoundError(f"{directory} is not a saved model: expected {CONFIG} and {WEIGHTS} in it")
@@ -291,6 +308,10 @@ def _check_sizes(cfg: dict, where: str, weights: dict) -> None:
     n_values = sum(t.numel() for t in weights.values())
     vocab = cfg.get("vocab_size")
     for key, value in cfg.items():
+        if key == "lora" and isinstance(value, dict):  # an adapter's rank owns parameters too
+            r = value.get("r")
+            if isinstance(r, int) and not isinstance(r, bool) and r > n_values:
+                raise ValueError(f"{where}: lora.r = {r} is more than the weights file can hold ({n_values})")
         if isinstance(value, dict):  # a nested library config (lm_config): its layer counts
             for k, v in value.items():
                 if "layer" in k and isinstance(v, int) and not isinstance(v, bool) and v > len(weights):
@@ -408,6 +429,9 @@ def build_model(recipe, tokenizer=None) -> LatentEBMModel:
         n_prefix = int(m.decoder_args.get("n_prefix", 1))
         kwargs.update(n_embd=m.embed_dim, n_inner=m.hidden_dim, embd_dropout=m.dropout_in, dropout=m.dropout_out,
                       n_positions=n_prefix + max(recipe.data.max_len, recipe.generate.max_len) + 2)
+    elif m.decoder == "transformer" and getattr(tokenizer, "kind", None) == "hf":
+        # the model's own tokenizer: its embeddings grow by the tokens the run added (a padding token, say)
+        kwargs.update(added_tokens=tokenizer.n_added)
     kwargs.update(m.decoder_args)
     decoder = build_decoder(m.decoder, **kwargs)
     encoder = None

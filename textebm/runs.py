@@ -230,7 +230,7 @@ def check_out_dir(run_dir, overwrite: bool) -> None:
 
 #: the files a run or a saved model consists of (beside ``checkpoints/``); no output flag may write over them
 RUN_FILES = ("config.json", "model.safetensors", "recipe.yaml", "vocab.json", "spm.model", "spm.json",
-             "metrics.jsonl", ".lock")
+             "tokenizer.json", "tokenizer_config.json", "metrics.jsonl", ".lock")
 #: folders of a run whose every file belongs to it
 RUN_DIRS = (CKPT_DIR, "tensorboard")
 
@@ -294,12 +294,14 @@ def clear_dir(run_dir) -> None:
 # ---- loading a model from a run, a saved model or a checkpoint ---------------------------------------------
 def load_model(path, device="cpu"):
     """A :class:`~textebm.model.LatentEBMModel` from a saved-model directory, a run directory (its newest
-    checkpoint) or a checkpoint file. Errors name the path and what was expected there."""
+    checkpoint), a checkpoint file, or a model on the Hugging Face Hub by id (``org/name``; :mod:`textebm.hub`).
+    Errors name the path and what was expected there."""
     from .config import Recipe, from_dict
     from .data.tokenizers import load_tokenizer
+    from .hub import resolve
     from .model import LatentEBMModel, build_model
 
-    p = Path(path)
+    p = resolve(path)  # a Hub id (org/name) becomes its snapshot in the local cache
     if not p.exists():
         raise FileNotFoundError(f"no such run directory or checkpoint: {p}")
     run = p if p.is_dir() else p.parent.parent if p.parent.name == CKPT_DIR else None

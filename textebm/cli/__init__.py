@@ -1,5 +1,5 @@
 """``textebm`` command line: one module per command (``train``, ``sample``, ``eval``, ``chain``, ``ngram``,
-``plot``, ``compare``), each with ``add_parser(subparsers)`` and ``run(args) -> exit status``.
+``plot``, ``compare``, ``push``, ``recipes``), each with ``add_parser(subparsers)`` and ``run(args) -> exit status``.
 
 Every module imports only the standard library at import time, so ``textebm --help`` is fast; torch and the optional
 libraries are imported inside ``run``. Errors caused by the input (files, recipes, arguments) print one line
@@ -12,7 +12,7 @@ import sys
 
 from .common import Parser, UserError
 
-COMMANDS = ("train", "sample", "eval", "chain", "ngram", "plot", "compare")
+COMMANDS = ("train", "sample", "eval", "chain", "ngram", "plot", "compare", "push", "recipes")
 
 
 def _module(name: str):

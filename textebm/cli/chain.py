@@ -9,7 +9,7 @@ from .common import float_in, int_in, log, seed_type, set_threads
 
 def add_parser(sub) -> None:
     c = sub.add_parser("chain", help="decode z along one long prior Langevin chain (Pang et al. 2020, Table 3)")
-    c.add_argument("run", help="run directory, saved model directory, or checkpoint file")
+    c.add_argument("run", help="run directory, saved model directory, checkpoint file, or Hub id (org/name)")
     c.add_argument("--steps", type=int_in(1, 10 ** 6), default=100, help="Langevin steps (default 100)")
     c.add_argument("--every", type=int_in(1), default=20,
                    help="decode every this many steps (default 20)")
@@ -30,16 +30,15 @@ def run(args) -> int:
     from ..eval.report import markdown_chain, write_json
     from ..eval.text import long_run_chain
     from ..runs import check_output, load_model
-    from .common import device
+    from .common import device, resolve_run
 
-    if not Path(args.run).exists():
-        raise FileNotFoundError(f"no such run directory or checkpoint: {args.run}")
+    run_path, _ = resolve_run(args.run)
     for flag, p in (("--out", args.out), ("--json", args.json)):
         if p and not Path(p).resolve().parent.is_dir():
             raise FileNotFoundError(f"cannot write {p}: its directory does not exist")
         check_output(p, flag)
     set_threads(args.threads)
-    model = load_model(args.run, device=str(device(args.device)))
+    model = load_model(run_path, device=str(device(args.device)))
     if model.is_image:  # the chain as a PNG grid
         import torch
 

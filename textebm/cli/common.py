@@ -73,3 +73,19 @@ def set_threads(n) -> None:
         import torch
 
         torch.set_num_threads(n)
+
+
+def resolve_run(run: str, must_exist: bool = True):
+    """(local path, whether ``run`` was a Hub id): a Hub id (``org/name``) as its snapshot in the local Hugging Face
+    cache (:func:`textebm.hub.download`), anything else as the local path it names (which must exist, unless
+    ``must_exist`` is false and the command reports a missing path its own way)."""
+    from pathlib import Path
+
+    from ..hub import download, is_hub_id
+
+    if is_hub_id(run):
+        return download(run), True
+    p = Path(run)
+    if must_exist and not p.exists():
+        raise FileNotFoundError(f"no such run directory or checkpoint: {run}")
+    return p, False

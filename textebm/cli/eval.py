@@ -12,7 +12,7 @@ from .common import float_in, int_in, log, seed_type, set_threads
 def add_parser(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a run: FPPL, RPPL, NLL (importance sampling), reconstruction, "
                                     "diversity; JSON report + Markdown table")
-    e.add_argument("run", help="run directory, saved model directory, or checkpoint file")
+    e.add_argument("run", help="run directory, saved model directory, checkpoint file, or Hub id (org/name)")
     for m, what in (("fppl", "forward perplexity of samples under an n-gram model of the training split"),
                     ("rppl", "reverse perplexity: n-gram model of samples scores the split"),
                     ("nll", "NLL / per-token perplexity by importance sampling"),
@@ -71,7 +71,8 @@ def add_parser(sub) -> None:
     e.add_argument("--grids", default=None, metavar="DIR",
                    help="image runs: also write samples/reconstructions/chain PNG grids into DIR")
     e.add_argument("--out", default=None, metavar="report.json",
-                   help="JSON report path (default: eval-<split>.json in the run directory)")
+                   help="JSON report path (default: eval-<split>.json in the run directory; for a Hub id, in the "
+                        "current directory)")
     e.add_argument("--seed", type=seed_type, default=0)
     e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
     e.add_argument("--threads", type=int_in(1, 1024), default=1,
@@ -98,13 +99,17 @@ def run(args) -> int:
     from ..eval.report import markdown_table, write_json
     from ..eval.run import evaluate_run, read_samples
     from ..runs import check_output, load_model
-    from .common import device
+    from .common import device, resolve_run
 
-    if not Path(args.run).exists():
-        raise FileNotFoundError(f"no such run directory or checkpoint: {args.run}")
+    rp, from_hub = resolve_run(args.run)
     if args.samples:
         read_samples(args.samples)
-    out = Path(args.out) if args.out else default_report(Path(args.run), args.split)
+    if args.out:
+        out = Path(args.out)
+    elif from_hub:  # a model from the Hub: here (its cache is not ours to write)
+        out = Path(f"eval-{args.split}.json")
+    else:
+        out = default_report(rp, args.split)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"cannot write the report: directory {out.parent} does not exist")
     check_output(out, "--out", inputs=(args.samples,))
@@ -117,8 +122,10 @@ def run(args) -> int:
         log(f"warning: {out.parent} is not writable: the report will be printed but not saved (pass --out PATH "
             f"to save it)")
     set_threads(args.threads)
-    model = load_model(args.run, device=str(device(args.device)))
+    model = load_model(rp, device=str(device(args.device)))
     report = evaluate_run(model, args, args.run)
+    if from_hub:  # the id, not a path in the cache
+        report["run"]["path"] = args.run
     if report.get("kind") == "image":
         from ..eval.vision import markdown_image_report
 

@@ -10,7 +10,7 @@ from .common import float_in, int_in, log, seed_type
 def add_parser(sub) -> None:
     s = sub.add_parser("sample", help="sample sentences from a trained model (one per line on stdout), or a PNG "
                                       "grid of images from an image model")
-    s.add_argument("run", help="run directory, saved model directory, or checkpoint file")
+    s.add_argument("run", help="run directory, saved model directory, checkpoint file, or Hub id (org/name)")
     s.add_argument("-n", type=int_in(1, 10 ** 7), default=10, help="number of sentences or images (default 10)")
     s.add_argument("--steps", type=int_in(0, 10 ** 6), default=None,
                    help="prior Langevin steps K0 (default: the recipe's)")

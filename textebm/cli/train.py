@@ -13,8 +13,9 @@ RESUMABLE = {"train": ("steps", "log_every", "eval_every", "eval_batches", "save
 
 
 def add_parser(sub) -> None:
-    t = sub.add_parser("train", help="train a model from a YAML recipe")
-    t.add_argument("recipe", nargs="?", help="recipe YAML file (see recipes/); not needed with --resume")
+    t = sub.add_parser("train", help="train a model from a YAML recipe or a packaged recipe's name")
+    t.add_argument("recipe", nargs="?", help="recipe YAML file, or the name of a packaged recipe (textebm recipes "
+                                             "lists them, e.g. quickstart); not needed with --resume")
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set train.steps=200 (repeatable)")
     t.add_argument("--out", help="run directory (default: runs/<recipe name>); must be new or empty")

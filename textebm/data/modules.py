@@ -85,6 +85,8 @@ class TextData(DataModule):
                       "valid_sentences": len(self.valid_ids), "vocab_size": len(self.tokenizer),
                       "train_truncated": tstats["truncated"], "train_dropped": tstats["dropped"],
                       "valid_truncated": vstats["truncated"], "valid_dropped": vstats["dropped"], **corpus.stats}
+        if getattr(self.tokenizer, "note", None):  # a pretrained model's tokenizer: the special tokens it lacked
+            self.stats["tokenizer_note"] = self.tokenizer.note
         pad = self.tokenizer.pad_id
         self.batcher = BucketBatcher(self.train_ids, bs, pad, seed=r.seed, rank=rank, world_size=world_size)
         # a fixed random order of length buckets: eval_batches then scores a random subset, not the shortest

@@ -38,10 +38,26 @@ def load_grammar(data_dir: Optional[str] = None, lower: bool = False, max_words:
 
         cache = Path(os.environ.get("TEXTEBM_CACHE", Path.home() / ".cache" / "textebm")) / "grammar"
         if not all((cache / f"{split}.txt").is_file() for split in SPLITS):
-            cache.mkdir(parents=True, exist_ok=True)
-            generate_corpus(cache, seed=0)
+            _regenerate(cache, generate_corpus)
         directory = cache
     return load_local_dir(directory, name="grammar", **options)
+
+
+def _regenerate(cache: Path, generate_corpus) -> None:
+    """The grammar corpus regenerated into ``cache`` (a wheel install has no ``data/``): written into a scratch
+    folder, then each file moved into place by the atomic writer, the splits last, so a crash or a second process
+    never leaves a half-written split behind."""
+    import shutil
+    import tempfile
+
+    from ..files import atomic_write
+
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".grammar-", dir=cache.parent) as tmp:
+        generate_corpus(tmp, seed=0)
+        names = sorted(p.name for p in Path(tmp).iterdir())
+        for name in sorted(names, key=lambda n: n in {f"{s}.txt" for s in SPLITS}):
+            atomic_write(cache / name, lambda dst, src=Path(tmp) / name: shutil.copyfile(src, dst))
 
 
 #: name -> loader(data_dir=None, **options) -> Corpus

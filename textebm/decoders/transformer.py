@@ -17,7 +17,17 @@ does not depend on z (token embeddings, masks, positions, targets).
 The LM is either a GPT-2 built from sizes (randomly initialized) or any local causal-LM directory written by
 ``save_pretrained`` (loaded with ``AutoModelForCausalLM.from_pretrained(path, local_files_only=True)``).
 With a pretrained model the run's vocabulary must be that model's vocabulary (token id i must mean the same
-token to both). Matching the tokenizer is the user's concern; the decoder checks that the sizes agree.
+token to both): the model's own tokenizer (``data.tokenizer: hf``, which passes ``added_tokens``: the LM's
+embeddings then grow by the rows of the tokens the run added, such as a padding token), or a run vocabulary of
+exactly the model's size. The pretrained weights can stay frozen (``freeze_lm``), or frozen under low-rank
+adapters that train (``lora``, through ``peft``; Hu et al. 2021): z always enters through the prefix (and
+``add_to_inputs``), which train in every case.
+
+Cost of a posterior step: the posterior chain differentiates log p_beta(x | z) with respect to z, which runs the
+whole LM forward and back to its inputs at every Langevin step, frozen weights or not (freezing saves the weight
+gradients of the training update, not the chain's work). A step costs about one forward and one input-gradient
+backward pass, ~4 N B T multiply-adds for N LM weights and B sentences of T tokens: K1 steps per training batch
+cost about (2/3) K1 training steps of the LM alone (docs/custom_decoder.md has measurements).
 """
 from __future__ import annotations
 
@@ -91,6 +101,53 @@ def _read_pretrained_config(path: str):
     return p, cfg
 
 
+#: the keys of ``decoder_args.lora`` and their defaults (peft's LoraConfig: r, lora_alpha, lora_dropout, target_modules)
+LORA_DEFAULTS = {"r": 8, "alpha": 16.0, "dropout": 0.0, "target_modules": None}
+
+
+def _add_lora(lm: nn.Module, spec) -> Dict[str, Any]:
+    """Inject low-rank adapters into ``lm`` in place (peft's ``inject_adapter_in_model``; Hu et al. 2021):
+    each target linear map W becomes W + (alpha / r) B A with A (r x in), B (out x r), B = 0 at the start, so the
+    model computes what it did. Returns the adapters' settings as stored in the decoder's config."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"lora must be a mapping such as {{r: 8, alpha: 16}}, got {spec!r}")
+    bad = sorted(set(spec) - set(LORA_DEFAULTS))
+    if bad:
+        raise ValueError(f"lora: unknown key(s) {bad}; valid ones are {sorted(LORA_DEFAULTS)}")
+    s = {**LORA_DEFAULTS, **spec}
+    if isinstance(s["r"], bool) or not isinstance(s["r"], int) or s["r"] < 1:
+        raise ValueError(f"lora.r must be an integer >= 1, got {s['r']!r}")
+    for k in ("alpha", "dropout"):
+        if isinstance(s[k], bool) or not isinstance(s[k], (int, float)) or not s[k] >= 0:
+            raise ValueError(f"lora.{k} must be a number >= 0, got {s[k]!r}")
+    if not 0 <= s["dropout"] < 1:
+        raise ValueError(f"lora.dropout must be in [0, 1), got {s['dropout']!r}")
+    peft = require("peft", "model.decoder_args.lora", "peft")
+    targets = s["target_modules"]
+    if targets is None:
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
+
+        targets = DEFAULTS.get(getattr(lm.config, "model_type", None))
+        if targets is None:
+            raise ValueError(f"lora: peft knows no default modules for model type {lm.config.model_type!r}; "
+                             f"name them in lora.target_modules (e.g. [q_proj, v_proj])")
+    if isinstance(targets, str) or not all(isinstance(t, str) for t in targets) or not targets:
+        raise ValueError(f"lora.target_modules must be a list of module names, got {targets!r}")
+    targets = list(targets)
+    from transformers.pytorch_utils import Conv1D
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in lm.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ValueError(f"lora.target_modules: the model ({lm.config.model_type}) has no module named "
+                         f"{', '.join(missing)}")
+    conv1d = any(isinstance(m, Conv1D) for n, m in lm.named_modules() if n.rsplit(".", 1)[-1] in targets)
+    cfg = peft.LoraConfig(r=s["r"], lora_alpha=float(s["alpha"]), lora_dropout=float(s["dropout"]),
+                          target_modules=targets, fan_in_fan_out=conv1d, bias="none")
+    peft.inject_adapter_in_model(cfg, lm)
+    return {"r": s["r"], "alpha": float(s["alpha"]), "dropout": float(s["dropout"]), "target_modules": targets}
+
+
 class TransformerDecoder(nn.Module):
     """Causal Transformer LM conditioned on a latent code through learned prefix embeddings.
 
@@ -105,9 +162,16 @@ class TransformerDecoder(nn.Module):
             (defaults to ``dropout``). A pretrained model keeps its own dropout settings.
         pad_id, bos_id, eos_id: special token ids (from the tokenizer).
         pretrained: a local directory holding a causal LM (``save_pretrained`` output); its vocabulary size
-            must equal ``vocab_size``.
+            must equal ``vocab_size`` unless ``added_tokens`` is given.
         lm_config: a transformers config as a dict (filled in by this class for pretrained models, so a saved
             run rebuilds the architecture without the original directory; weights come from the run).
+        added_tokens: the vocabulary is the pretrained model's own tokenizer with this many tokens added by the
+            run as its last ids (``data.tokenizer: hf``): the tokenizer's first ``vocab_size - added_tokens``
+            ids must fit the model's embeddings, which grow (new rows at the mean of the old ones) to cover the
+            rest; a model whose embedding matrix is larger than its tokenizer (padded) keeps its size.
+        freeze_lm: the language model's own weights do not train (the z maps and the output bias do).
+        lora: low-rank adapters on the frozen LM (needs ``peft``): ``{r: 8, alpha: 16, dropout: 0.0,
+            target_modules: null}`` (null: peft's default modules for the model type, e.g. GPT-2's ``c_attn``).
     """
 
     def __init__(self, vocab_size: int, latent_dim: int, n_embd: Optional[int] = None, n_layer: Optional[int] = None,
@@ -115,7 +179,8 @@ class TransformerDecoder(nn.Module):
                  n_prefix: int = 1, add_to_inputs: bool = False, dropout: float = 0.1,
                  embd_dropout: Optional[float] = None, pad_id: int = 0, bos_id: int = 2, eos_id: int = 3,
                  pretrained: Optional[str] = None, lm_config: Optional[Dict[str, Any]] = None,
-                 word_dropout: float = 0.0, unk_id: int = 1):
+                 word_dropout: float = 0.0, unk_id: int = 1, added_tokens: Optional[int] = None,
+                 freeze_lm: bool = False, lora: Optional[Dict[str, Any]] = None):
         super().__init__()
         GPT2LMHeadModel = require("transformers", "the transformer decoder", "transformer").GPT2LMHeadModel
 
@@ -131,12 +196,27 @@ class TransformerDecoder(nn.Module):
         self.n_prefix = int(n_prefix)
         self.add_to_inputs = bool(add_to_inputs)
         given = dict(n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_inner=n_inner, n_positions=n_positions)
+        if added_tokens is not None and not 0 <= int(added_tokens) < self.vocab_size:
+            raise ValueError(f"added_tokens must be in [0, vocab_size), got {added_tokens}")
+        self.added_tokens = None if added_tokens is None else int(added_tokens)
+        self.freeze_lm = bool(freeze_lm) or lora is not None
+        pretrained_lm = pretrained is not None or lm_config is not None
+        if self.freeze_lm and not pretrained_lm:
+            raise ValueError("freeze_lm and lora keep a pretrained model's weights: they need pretrained (a local "
+                             "model directory)")
 
-        if pretrained is not None or lm_config is not None:
+        if pretrained_lm:
             self.lm = self._build_from_pretrained(pretrained, lm_config, given)
             lm_config = json.loads(self.lm.config.to_json_string(use_diff=False))
         else:
             self.lm = self._build_gpt2(given, dropout, embd_dropout)
+        self.lora = _add_lora(self.lm, lora) if lora is not None else None
+        if self.freeze_lm:
+            for name, p in self.lm.named_parameters():
+                if "lora_" not in name:
+                    p.requires_grad_(False)
+        self.vocab_size = self.lm.get_input_embeddings().num_embeddings if self.added_tokens is not None \
+            else self.vocab_size
         cfg = self.lm.config
         self.n_embd = self.lm.get_input_embeddings().embedding_dim
         self.max_positions = getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
@@ -153,11 +233,19 @@ class TransformerDecoder(nn.Module):
         self.z_to_prefix = nn.Linear(self.latent_dim, self.n_prefix * self.n_embd)
         self.z_to_input = nn.Linear(self.latent_dim, self.n_embd) if self.add_to_inputs else None
         self.out_bias = nn.Parameter(torch.zeros(self.vocab_size))  # learned; GPT-2's head has none
+        if pretrained is not None:
+            self._init_z_maps_like_tokens()
 
-        self.config = dict(vocab_size=self.vocab_size, latent_dim=self.latent_dim, n_prefix=self.n_prefix,
+        self.config = dict(vocab_size=int(vocab_size), latent_dim=self.latent_dim, n_prefix=self.n_prefix,
                            add_to_inputs=self.add_to_inputs, pad_id=self.pad_id, bos_id=self.bos_id,
                            eos_id=self.eos_id, pretrained=None if pretrained is None else str(pretrained),
                            lm_config=lm_config, word_dropout=self.word_dropout, unk_id=self.unk_id)
+        if self.added_tokens is not None:
+            self.config["added_tokens"] = self.added_tokens
+        if self.freeze_lm:
+            self.config["freeze_lm"] = True
+        if self.lora is not None:
+            self.config["lora"] = dict(self.lora)
         if lm_config is None:
             self.config.update(n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head, n_inner=cfg.n_inner,
                                n_positions=cfg.n_positions, dropout=float(dropout),
@@ -200,10 +288,16 @@ class TransformerDecoder(nn.Module):
             path, cfg = _read_pretrained_config(pretrained)
             where = str(path)
         vocab = getattr(cfg, "vocab_size", None)
-        if vocab is not None and vocab != self.vocab_size:
+        if self.added_tokens is not None:  # the model's own tokenizer, maybe with tokens the run added
+            own = self.vocab_size - self.added_tokens
+            if vocab is not None and own > vocab:
+                raise ValueError(f"pretrained: {where} has a vocabulary of {vocab} tokens but its tokenizer has "
+                                 f"{own} (without the {self.added_tokens} the run added); the tokenizer is not "
+                                 f"this model's own")
+        elif vocab is not None and vocab != self.vocab_size:
             raise ValueError(f"pretrained: {where} has a vocabulary of {vocab} tokens but the run's tokenizer has "
                              f"{self.vocab_size}; with a pretrained model the run must use that model's vocabulary "
-                             f"(its tokenizer)")
+                             f"(its tokenizer: data.tokenizer: hf)")
         sizes = dict(n_embd=getattr(cfg, "hidden_size", None), n_layer=getattr(cfg, "num_hidden_layers", None),
                      n_head=getattr(cfg, "num_attention_heads", None), n_inner=getattr(cfg, "n_inner", None),
                      n_positions=getattr(cfg, "n_positions", getattr(cfg, "max_position_embeddings", None)))
@@ -218,13 +312,50 @@ class TransformerDecoder(nn.Module):
         bar = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()  # a local load takes moments; keep stderr for the run's own log
         try:
-            return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
+            lm = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=torch.float32,
+                                                      trust_remote_code=False)
         except (OSError, ValueError) as e:
             msg = " ".join(str(e).split())[:200]
             raise ValueError(f"pretrained: could not load a causal language model from {path}: {msg}") from None
         finally:
             if bar:
                 hf_logging.enable_progress_bar()
+        if self.added_tokens is not None and lm.get_input_embeddings().num_embeddings < self.vocab_size:
+            level = hf_logging.get_verbosity()
+            hf_logging.set_verbosity_error()  # its notice about the new rows' initialization; the run reports them
+            try:  # new rows drawn around the mean of the old ones (transformers >= 4.46)
+                lm.resize_token_embeddings(self.vocab_size, mean_resizing=True)
+            except TypeError:
+                lm.resize_token_embeddings(self.vocab_size)
+            finally:
+                hf_logging.set_verbosity(level)
+        return lm
+
+    @torch.no_grad()
+    def _init_z_maps_like_tokens(self) -> None:
+        """Start the z maps where a pretrained LM computes what it learned: each prefix vector is the embedding of
+        <s> plus a z-dependent part of the embeddings' own scale (W_p ~ N(0, s^2 / latent_dim), s the per-value
+        standard deviation of the token embeddings), and the added map u(z) starts at 0. A default-initialized map
+        would put vectors of a foreign scale in front of (or onto) every token, and the run would begin by
+        unlearning the noise instead of from the model's likelihood."""
+        wte = self.lm.get_input_embeddings().weight
+        scale = float(wte.float().std())
+        self.z_to_prefix.weight.normal_(0.0, scale / self.latent_dim ** 0.5)
+        self.z_to_prefix.bias.copy_(wte[self.bos_id].float().repeat(self.n_prefix))
+        if self.z_to_input is not None:
+            self.z_to_input.weight.zero_()
+            self.z_to_input.bias.zero_()
+
+    def trainable_summary(self) -> str:
+        """E.g. ``language model frozen (124.4M weights); training 1.2M (LoRA r 8 on c_attn, the z maps, the output
+        bias)``: what a training update changes."""
+        lm = sum(p.numel() for p in self.lm.parameters())
+        trained = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        if not self.freeze_lm:
+            return f"training all {trained:,} decoder weights"
+        parts = ([f"LoRA r {self.lora['r']} on {', '.join(self.lora['target_modules'])}"] if self.lora else []) + \
+            ["the z maps", "the output bias"]
+        return f"language model frozen ({lm:,} weights); training {trained:,} ({', '.join(parts)})"
 
     def reset_parameters(self) -> None:
         """Re-initialize every weight in place: the language model with its own initializer (``_init_weights``

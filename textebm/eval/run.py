@@ -81,6 +81,17 @@ LATENT_PROTOCOL = (
 )
 
 
+def ngram_units_note(model) -> str | None:
+    """For a model whose tokenizer is not word-level: the n-gram metrics (FPPL, RPPL, distinct-n, self-BLEU)
+    count words, not the tokenizer's subword tokens; the sentence that says so in their protocols."""
+    kind = getattr(model.tokenizer, "kind", "word")
+    if kind == "word":
+        return None
+    return (f"Units: words, not tokens. This model's tokenizer ({kind}) splits text into subword tokens; its "
+            f"samples are decoded to text and split on whitespace, as the corpus is, so every n-gram here is an "
+            f"n-gram of words and the numbers compare with word-level runs.")
+
+
 def truth_grammar(model, args, subset):
     """The grammar that generated the run's corpus (the bundled one, or a grammar.json beside the corpus), read
     and checked before any metric is computed: a malformed grammar, or one that does not derive the sentences
@@ -274,6 +285,11 @@ def evaluate_run(model, args, run_path) -> dict:
     for m in ("fppl", "rppl"):
         if m in report and report[m].get("fallback_reason"):
             report["messages"].append(f"{m}: built-in n-gram estimator used: {report[m]['fallback_reason']}")
+    note = ngram_units_note(model)
+    for m in ("fppl", "rppl", "diversity"):
+        if m in report:
+            report[m]["units"] = "words"
+            report[m]["protocol"] = f"{report[m]['protocol']} {note}" if note else report[m]["protocol"]
     report["protocol"] = {m: report[m]["protocol"] for m in METRICS if m in report}
     if "samples" in report and "protocol" in report["samples"]:
         report["protocol"]["samples"] = report["samples"]["protocol"]
