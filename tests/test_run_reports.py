@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from textebm.config import dump_recipe
-from textebm.train import Trainer, _report_lines
+from textebm.train import Trainer, report_lines as _report_lines
 
 from conftest import assert_one_line_error, run_cli, tiny_recipe
 
