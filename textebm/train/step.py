@@ -118,5 +118,6 @@ def check_finite(tr, dec_loss, prior_loss, enc_loss, norms: dict, stats: dict) -
             f"|f| = {f_top:.4g} exceeds train.max_abs_f = {t.max_abs_f:g}")
     raise TrainingDivergedError(
         f"the prior's energy diverged at step {tr.step}: {what}; the prior chain no longer reaches the posterior "
-        f"samples. Lower train.lr_prior, penalize f's gradient (prior.objective_args.grad_penalty, e.g. 0.1), or "
-        f"run the prior chain at the posterior chain's temperature (sampling.prior_noise)")
+        f"samples. Lower the learning rates (train.lr_prior={t.lr_prior:g}, train.lr_decoder={t.lr_decoder:g}), "
+        f"penalize f's gradient (prior.objective_args.grad_penalty, e.g. 0.1), or run the prior chain at the "
+        f"posterior chain's temperature (sampling.prior_noise)")
