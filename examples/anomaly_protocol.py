@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from textebm.config import apply_overrides, load_recipe
-    from textebm.eval.vision import evaluate_image_run
+    from textebm.eval.image_run import evaluate_image_run
     from textebm.model import CONFIG, LatentEBMModel
     from textebm.train import train
 

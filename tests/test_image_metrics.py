@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from textebm.eval.anomaly import AnomalyMetricError, anomaly_report, auprc, auroc
-from textebm.eval.image import (INCEPTION_FILE, ImageMetricError, InceptionFeatures, extract_features, fid,
+from textebm.eval.image_metrics import (INCEPTION_FILE, ImageMetricError, InceptionFeatures, extract_features, fid,
                                 feature_statistics, frechet_distance, make_grid, mse, save_image_grid)
 
 

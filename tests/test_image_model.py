@@ -148,7 +148,7 @@ def test_image_model_trains_and_mse_falls(pattern_npz, tmp_path):
 def test_anomaly_pipeline_ranks_the_held_out_class_first(pattern_npz, tmp_path):
     """Train without class 4 (a bar); the bar images must score as more anomalous than the squares."""
     from textebm.eval.anomaly import auroc
-    from textebm.eval.vision import evaluate_image_run
+    from textebm.eval.image_run import evaluate_image_run
 
     r = _image_recipe(pattern_npz, "data.held_out_class=4", "train.steps=150", "train.eval_every=150",
                       "train.save_every=150")
@@ -221,7 +221,7 @@ class _TinyFeatures(torch.nn.Module):
 
 
 def test_eval_reports_fid_with_a_user_feature_file(pattern_npz, tmp_path):
-    from textebm.eval.vision import evaluate_image_run
+    from textebm.eval.image_run import evaluate_image_run
 
     path = tmp_path / "inception-2015-12-05.pt"
     with warnings.catch_warnings():  # TorchScript is deprecated in recent torch; the FID file format is TorchScript

@@ -21,7 +21,6 @@ import errno
 import json
 import os
 import stat
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Union
@@ -313,14 +312,3 @@ def open_append(path, root=None):
         raise UnsafePathError(f"{path} is not a regular file; refusing to append to it")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "a", encoding="utf-8")
-
-
-def progress(total: int, desc: str, enabled: bool = True, initial: int = 0, leave: bool = True):
-    """A tqdm progress bar on stderr, or None when disabled (or tqdm is missing)."""
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, initial=initial, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=leave)

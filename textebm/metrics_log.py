@@ -12,13 +12,13 @@ byte is lost. ``metrics.jsonl`` is opened without following links (:func:`texteb
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Iterable, List, Optional
 
 from .eval.report import jsonable
 from .extras import require
 from .files import open_append, read_regular, refuse_link, write_file
+from .console import log as _warn
 
 BACKENDS = ("jsonl", "tensorboard")
 METRICS_FILE = "metrics.jsonl"
@@ -108,10 +108,6 @@ def mend_torn_tail(path) -> None:
     _warn(f"warning: {path} ended in a torn record ({len(data) - start} bytes, what a kill or a full disk leaves); "
           f"kept as a torn_record line, and the records of this run start on a fresh line")
     write_file(path, data[:start] + (json.dumps({"torn_record": torn}) + "\n").encode("utf-8"))
-
-
-def _warn(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def read_records(path, strict: bool = True) -> List[dict]:

@@ -29,11 +29,11 @@ import shlex
 import shutil
 import signal
 import stat
-import sys
 from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
 from .files import UnsafePathError, fsync_dir, refuse_link
+from .console import log as _log
 
 LOCK_FILE = ".lock"
 #: stages of a replaced run, in order; the folder ``.<stage>-<pid>`` holds its files
@@ -55,10 +55,6 @@ class RunDirError(OSError):
 
     def __str__(self) -> str:
         return self.args[0]
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def is_internal(name: str) -> bool:

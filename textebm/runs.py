@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 from pathlib import Path
 from typing import List, Tuple
 
 from .files import FileFormatError, WriteError, load_state, write_file
 from .rundir import check_recovered, is_internal, set_aside  # noqa: F401 (set_aside: the trainer's, through here)
+from .console import log as _log
 
 CKPT_DIR = "checkpoints"
 CKPT_GLOB = "ckpt-*.pt"
@@ -34,10 +34,6 @@ class CheckpointError(FileFormatError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A file asks for code to run while it is loaded; it is refused before anything in it runs."""
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ---- random-number states as plain values -------------------------------------------------------------------

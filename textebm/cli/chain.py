@@ -42,7 +42,7 @@ def run(args) -> int:
     if model.is_image:  # the chain as a PNG grid
         import torch
 
-        from ..eval.vision import chain_grid
+        from ..eval.image_run import chain_grid
 
         gen = torch.Generator(device=model.device)
         gen.manual_seed(args.seed)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
+from ..console import log  # noqa: F401  (the commands import it from here)
 
 
 class UserError(Exception):
@@ -55,10 +55,6 @@ def float_in(low: float | None = None, high: float | None = None, low_open: bool
 
 #: seeds go to torch.Generator.manual_seed, which takes 64-bit values
 seed_type = int_in(-(2 ** 63), 2 ** 64 - 1)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def device(name: str):

@@ -1,10 +1,10 @@
 """``textebm eval RUN``: FPPL, RPPL, NLL, reconstruction and diversity of a text run (image runs: MSE, FID,
-anomaly scores); a JSON report and a Markdown table. The work is :func:`textebm.eval.run.evaluate_run`."""
+anomaly scores); a JSON report and a Markdown table. The work is :func:`textebm.eval.evaluate.evaluate_run`."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..eval.run import MAX_SENTENCES
+from ..eval.evaluate import MAX_SENTENCES
 from .common import float_in, int_in, log, seed_type, set_threads
 
 
@@ -97,7 +97,7 @@ def run(args) -> int:
     import os
 
     from ..eval.report import markdown_table, write_json
-    from ..eval.run import evaluate_run, read_samples
+    from ..eval.evaluate import evaluate_run, read_samples
     from ..runs import check_output, load_model
     from .common import device, resolve_run
 
@@ -127,7 +127,7 @@ def run(args) -> int:
     if from_hub:  # the id, not a path in the cache
         report["run"]["path"] = args.run
     if report.get("kind") == "image":
-        from ..eval.vision import markdown_image_report
+        from ..eval.image_run import markdown_image_report
 
         print(markdown_image_report(report), flush=True)
     else:

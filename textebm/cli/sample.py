@@ -49,7 +49,7 @@ def run(args) -> int:
     gen = torch.Generator(device=dev)
     gen.manual_seed(args.seed)
     if model.is_image:  # one PNG grid
-        from ..eval.image import save_image_grid
+        from ..eval.image_metrics import save_image_grid
 
         images = torch.cat([model.generate(min(args.batch_size, args.n - i), chain=chain, generator=gen).cpu()
                             for i in range(0, args.n, args.batch_size)])

@@ -17,16 +17,12 @@ so the loop reads the same for text and images.
 from __future__ import annotations
 
 import math
-import sys
 from typing import Dict, Iterator, Optional
 
 import torch
 
 from .batching import Batch, BucketBatcher
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+from ..console import log as _log
 
 
 class DataModule:
@@ -202,7 +198,7 @@ class ImageData(DataModule):
 
     def finish(self, model, run_dir, generator) -> None:
         """samples.png, reconstructions.png (validation images) and chain.png in the run directory."""
-        from ..eval.vision import write_image_grids
+        from ..eval.image_run import write_image_grids
 
         model.eval()
         paths = write_image_grids(model, self.images.valid, run_dir, generator=generator)  # the recipe's chains

@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from ..files import progress as progress_bar
+from ..console import progress as progress_bar
 from ..sampling import POSTERIOR_CHAIN, ChainConfig
 
 #: Defaults of :func:`evaluate_nll` (and ``textebm eval --nll``), chosen so the quickstart run evaluates in

@@ -9,14 +9,14 @@ starts (:mod:`.persistent`) and CUDA-graph capture (:mod:`.capture`). Pick a sam
 """
 import dataclasses
 
-from .base import LogDensity, SamplerDivergedError, Samples, Target, frozen, gradient_target, log_prob_and_grad
+from .base import (LogDensity, Sampler, SamplerDivergedError, Samples, Target, frozen, gradient_target,
+                   log_prob_and_grad)
 from .langevin import Langevin, langevin
 from .mala import MALA, mala
 from .persistent import CodeReplay, ExampleChains, PersistentChains
 from .capture import ChainGraphs
 from .chain import POSTERIOR_CHAIN, POSTERIOR_STARTS, PRIOR_CHAIN, PRIOR_STARTS, ChainConfig
 from .runner import Density, draw_noise, run_chain
-from .sampler import Sampler
 from .schedules import Schedule
 from .sghmc import SGHMC, sghmc
 from .svgd import SVGD, median_bandwidth, rbf_kernel, svgd, svgd_direction
@@ -47,6 +47,6 @@ def get_sampler(name: str, **kwargs):
 
 __all__ = ["LogDensity", "Target", "Samples", "Sampler", "SamplerDivergedError", "frozen", "log_prob_and_grad",
            "gradient_target", "ChainConfig", "PRIOR_CHAIN", "POSTERIOR_CHAIN", "PRIOR_STARTS", "POSTERIOR_STARTS",
-           "run_chain", "draw_noise", "Density", "ChainGraphs", "Schedule", "Langevin", "langevin", "SGHMC", "sghmc", "MALA",
-           "mala", "SVGD", "svgd", "svgd_direction", "rbf_kernel", "median_bandwidth", "PersistentChains",
+           "run_chain", "draw_noise", "Density", "ChainGraphs", "Schedule", "Langevin", "langevin", "SGHMC", "sghmc",
+           "MALA", "mala", "SVGD", "svgd", "svgd_direction", "rbf_kernel", "median_bandwidth", "PersistentChains",
            "ExampleChains", "CodeReplay", "SAMPLERS", "get_sampler"]

@@ -4,7 +4,7 @@ Convention (one for the whole package): a sampler is handed a *log-density* ``lo
 meaning more likely. It never sees an energy.
 
 A sampler is a small object with a documented ``step`` (the shape of a diffusers scheduler; the base class is
-:class:`textebm.sampling.sampler.Sampler`); the loop around it, with its checks, traces, schedules, warm starts
+:class:`Sampler`, here); the loop around it, with its checks, traces, schedules, warm starts
 and graph capture, is :func:`textebm.sampling.run_chain`, the one loop every caller uses::
 
     state = sampler.init(z, target)                       # e.g. a velocity, or log pi and its gradient at z
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -119,3 +119,33 @@ def coordinate_scale(scale: Optional[torch.Tensor], like: torch.Tensor):
     if scale.dim() != 1 or scale.shape[0] != like.shape[1]:
         raise ValueError(f"coordinate_scale must have shape ({like.shape[1]},); got {tuple(scale.shape)}")
     return scale
+
+
+# ---- the base class of the samplers ------------------------------------------------------------------------
+NoiseSpec = List[Tuple[str, Tuple[int, ...]]]
+
+
+class Sampler:
+    """Base class of the samplers (see the module docstring for the step contract).
+
+    Subclasses are dataclasses whose fields are the parameters of their update (the recipe's ``sampler_args``);
+    the chain around them (steps, step sizes, noise scale, clamp, checks) is a
+    :class:`~textebm.sampling.chain.ChainConfig` or the arguments of :func:`~textebm.sampling.run_chain`.
+    """
+
+    name = "sampler"
+
+    def noise_spec(self, z: torch.Tensor) -> NoiseSpec:
+        """The random draws one step needs: a list of (``"normal"`` | ``"uniform"``, shape)."""
+        return [("normal", tuple(z.shape))]
+
+    def init(self, z: torch.Tensor, target: Target) -> Dict[str, torch.Tensor]:
+        """The chain's state besides z (empty for memoryless samplers)."""
+        return {}
+
+    def step(self, z, state, target: Target, step_size: float, noise, noise_scale: float):
+        raise NotImplementedError
+
+    def finish(self, z: torch.Tensor, state) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        """(numbers to read once the chain ends, tensors to hand back as they are) for ``Samples.stats``."""
+        return {}, {}

@@ -21,10 +21,9 @@ from typing import Optional
 
 import torch
 
-from .base import LogDensity, Samples, Target
+from .base import LogDensity, Sampler, Samples, Target
 from .langevin import Langevin
 from .runner import run_chain
-from .sampler import Sampler
 from .schedules import Schedule, ScheduleLike, first_value
 
 #: where a prior chain may start: N(0, sigma0^2 I); a replay buffer of its own past states (persistent chains,
@@ -40,7 +39,7 @@ class ChainConfig:
     """Everything that defines a chain except its target and its start state.
 
     Args:
-        sampler: the update, a :class:`~textebm.sampling.sampler.Sampler` (Langevin, MALA, SGHMC, SVGD, yours).
+        sampler: the update, a :class:`~textebm.sampling.base.Sampler` (Langevin, MALA, SGHMC, SVGD, yours).
         n_steps: K, the number of steps.
         step_size: s_k, a number or a schedule (:class:`~textebm.sampling.schedules.Schedule`, a list, a function
             of k).

@@ -20,9 +20,8 @@ from typing import Optional
 
 import torch
 
-from .base import LogDensity, Samples, coordinate_scale
+from .base import LogDensity, Sampler, Samples, coordinate_scale
 from .runner import run_chain
-from .sampler import Sampler
 
 
 @dataclass

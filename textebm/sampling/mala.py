@@ -27,9 +27,8 @@ from typing import Optional
 
 import torch
 
-from .base import LogDensity, Samples
+from .base import LogDensity, Sampler, Samples
 from .runner import run_chain
-from .sampler import Sampler
 
 
 @dataclass
@@ -40,8 +39,8 @@ class MALA(Sampler):
     Each chain (row of z) accepts or rejects on its own. A proposal whose log-density or gradient is NaN or Inf is
     rejected; a start whose log-density is not finite is a divergence at step 0. With ``proposal_clamp``
     proposals are clamped before the accept test (the clamp is then part of the proposal; exactness holds only
-    when it is inactive). ``Samples.stats``: ``accept_rate`` (over all chains and steps), ``accept_rate_per_step`` (list),
-    ``accept_rate_per_chain`` (tensor (batch,)), ``step_size`` (the last step's s, adapted).
+    when it is inactive). ``Samples.stats``: ``accept_rate`` (over all chains and steps), ``accept_rate_per_step``
+    (list), ``accept_rate_per_chain`` (tensor (batch,)), ``step_size`` (the last step's s, adapted).
     """
 
     adapt: bool = False

@@ -208,7 +208,7 @@ def run_chain(sampler, log_prob: Optional[LogDensity], z0: torch.Tensor, n_steps
     """Run ``sampler`` for ``n_steps`` steps on ``log_prob`` from ``z0`` and return :class:`Samples`.
 
     Args:
-        sampler: a :class:`~textebm.sampling.sampler.Sampler` (Langevin, MALA, SGHMC, SVGD, or your own).
+        sampler: a :class:`~textebm.sampling.base.Sampler` (Langevin, MALA, SGHMC, SVGD, or your own).
         log_prob: z -> (batch,) log-density (its gradient comes from autograd), or a :class:`Density` (needed for
             ``graphs``). Or give ``target`` instead.
         z0: (batch, dim) start (not modified). With ``warm_start`` it is the fresh start for rows seen first.

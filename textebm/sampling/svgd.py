@@ -25,9 +25,8 @@ from typing import Optional, Union
 
 import torch
 
-from .base import LogDensity, Samples, check_z
+from .base import LogDensity, Sampler, Samples, check_z
 from .runner import run_chain
-from .sampler import Sampler
 
 Bandwidth = Union[float, torch.Tensor]
 

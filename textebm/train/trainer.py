@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +13,7 @@ import torch
 from ..config import ConfigError, Recipe, dump_recipe, to_dict
 from ..data.modules import build_data
 from ..distributed import Distributed
-from ..files import FileFormatError, load_state, progress
+from ..files import FileFormatError, load_state
 from ..metrics_log import MetricsLogger, first_record_with
 from ..model import LatentEBMModel, build_model
 from ..objectives import build_objective
@@ -28,13 +27,10 @@ from .schedules import lr_lambda
 from .signals import StopOnSignals
 from .step import TrainingDivergedError, TrainingLoss, train_step
 from .validation import Validator
+from ..console import log, progress
 
 #: with sampling.on_nan: skip, this many diverged batches in a row stop the run
 MAX_SKIPS_IN_A_ROW = 50  # halving the step sizes 50 times spans a factor of 1e15
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 class Trainer:

@@ -5,7 +5,6 @@ Every validation starts its chains from the same seeded noise (``VALID_SEED``), 
 are comparable."""
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 from typing import Optional
@@ -13,12 +12,9 @@ from typing import Optional
 import torch
 
 from ..sampling import SamplerDivergedError
+from ..console import log as _log
 
 VALID_SEED = 12345
-
-
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 class Validator:

@@ -4,18 +4,14 @@ Kept free of argument parsing (that is :mod:`textebm.cli.eval`) and light at imp
 """
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
+from ..console import log
 
 #: Defaults of ``textebm eval`` (documented in docs/evaluation.md). NLL / reconstruction use the first
 #: ``MAX_SENTENCES`` sentences of the split; the sample-based metrics use as many samples as the training split.
 MAX_SENTENCES = 200
 METRICS = ("fppl", "rppl", "nll", "recon", "diversity", "latent")
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def corpus_of(model, override, split: str):
@@ -191,7 +187,7 @@ def evaluate_run(model, args, run_path) -> dict:
     model.eval()
     torch.manual_seed(args.seed)
     if model.is_image:
-        from .vision import evaluate_image_run
+        from .image_run import evaluate_image_run
 
         t0 = time.perf_counter()
         report = evaluate_image_run(model, split=args.split, max_images=args.max_sentences,

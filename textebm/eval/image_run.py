@@ -73,7 +73,7 @@ def write_image_grids(model, images: torch.Tensor, out_dir, n: int = 64, prior_c
                          where a long chain drifts.
     Chains default to the model's.
     """
-    from .image import save_image_grid
+    from .image_metrics import save_image_grid
 
     out_dir = Path(out_dir)
     paths = {}
@@ -107,7 +107,7 @@ def chain_grid(model, path, chain, every: int = 60, chains: int = 8,
                generator: Optional[torch.Generator] = None) -> dict:
     """Run ``chains`` prior chains ``chain`` (a ChainConfig) from p0 and write one row per chain, decoded every
     ``every`` steps (the start included), as a PNG grid. Returns the steps shown and the mean log-density there."""
-    from .image import save_image_grid
+    from .image_metrics import save_image_grid
 
     res = model.sample_prior(chains, chain.replace(start="reference", name="long prior chain"),
                              generator=generator, snapshot_every=every, return_samples=True)
@@ -154,7 +154,7 @@ def evaluate_image_run(model, split: str = "test", max_images: int = 0, inceptio
         report["anomaly"] = {"held_out_class": d.held_out_class,
                              **anomaly_report({k: v.numpy() for k, v in scores.items()}, labels.numpy())}
     if inception:
-        from .image import InceptionFeatures, fid
+        from .image_metrics import InceptionFeatures, fid
 
         n = fid_samples or x.shape[0]
         fake = sample_images(model, n, batch_size=batch_size, generator=gen)
