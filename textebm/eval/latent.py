@@ -16,10 +16,11 @@ All public functions return JSON-ready dicts of floats / ints (None where undefi
 from __future__ import annotations
 
 import math
-from collections import Counter
 from typing import Iterable, List, Optional, Sequence
 
 import torch
+
+from .bleu import bleu_from_stats, bleu_stats, corpus_bleu  # noqa: F401 (corpus_bleu: part of this module's API)
 
 
 def _check_chains(chains: torch.Tensor, min_chains: int, min_n: int = 2) -> torch.Tensor:
@@ -263,50 +264,6 @@ def shuffled_latent_gap(model, x: torch.Tensor, z: torch.Tensor, generator: Opti
 
 
 # ---- reconstruction ---------------------------------------------------------------------------------------
-def _ngrams(seq: Sequence, n: int) -> Counter:
-    return Counter(tuple(seq[i:i + n]) for i in range(len(seq) - n + 1))
-
-
-def bleu_stats(hypotheses: Sequence[Sequence], references: Sequence[Sequence], max_order: int = 4) -> dict:
-    """Sufficient statistics of corpus BLEU: clipped matches and totals per order, hypothesis and reference
-    lengths (one reference per hypothesis). Add them over parts of a corpus, then :func:`bleu_from_stats`."""
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
-    match, total = [0] * max_order, [0] * max_order
-    c = r = 0
-    for h, ref in zip(hypotheses, references):
-        h, ref = list(h), list(ref)
-        c += len(h)
-        r += len(ref)
-        for n in range(1, max_order + 1):
-            hc, rc = _ngrams(h, n), _ngrams(ref, n)
-            match[n - 1] += sum(min(k, rc[g]) for g, k in hc.items())
-            total[n - 1] += max(0, len(h) - n + 1)
-    return {"match": match, "total": total, "hyp_len": c, "ref_len": r}
-
-
-def bleu_from_stats(stats: dict) -> float:
-    """BLEU = BP * exp(mean_n log p_n), p_n = clipped matches / n-grams, BP = min(1, exp(1 - r / c)); 0 when a
-    p_n is 0 or the hypotheses are empty (no smoothing: the corpus-level definition)."""
-    c, r = stats["hyp_len"], stats["ref_len"]
-    if c == 0 or any(m == 0 for m in stats["match"]):
-        return 0.0
-    log_p = sum(math.log(m / t) for m, t in zip(stats["match"], stats["total"])) / len(stats["match"])
-    bp = 1.0 if c > r else math.exp(1.0 - r / c)
-    return bp * math.exp(log_p)
-
-
-def corpus_bleu(hypotheses: Sequence[Sequence], references: Sequence[Sequence], max_order: int = 4) -> float:
-    """Corpus BLEU-``max_order`` (Papineni, Roukos, Ward, Zhu 2002), one reference per hypothesis.
-
-    p_n = sum over sentences of clipped n-gram matches (each hypothesis n-gram counted at most as often as in
-    its reference) / sum of hypothesis n-grams, for n = 1..max_order, combined as a geometric mean with
-    uniform weights; brevity penalty BP = 1 if c > r else exp(1 - r / c), c and r the total hypothesis and
-    reference lengths. Sequences are lists of tokens (strings or ids). No smoothing: a p_n of 0 gives 0.
-    """
-    return bleu_from_stats(bleu_stats(hypotheses, references, max_order))
-
-
 def reconstruction_scores(decoded: Sequence[Sequence[int]], references: Sequence[Sequence[int]],
                           stopped: Optional[Sequence[bool]] = None, eos: object = "</s>") -> dict:
     """Compare decoded token sequences with the input sentences (both without <s> and </s>).

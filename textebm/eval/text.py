@@ -17,11 +17,11 @@ finite value together with a ``message`` saying what is wrong.
 from __future__ import annotations
 
 import math
-import random
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
+
+from .bleu import self_bleu
 
 PPL_PROTOCOL = (
     "Perplexity counts one </s> per sentence (kenlm's 'perplexity including OOVs': "
@@ -43,14 +43,6 @@ RPPL_PROTOCOL = ("RPPL: a {order}-gram model trained on the {n} generated sample
 DISTINCT_PROTOCOL = ("distinct-n: number of unique n-grams / total number of n-grams over all samples "
                      "(whitespace tokens, n-grams do not cross sentence boundaries, no <s>/</s>); "
                      "empty samples contribute no n-grams.")
-SELF_BLEU_PROTOCOL = ("self-BLEU: on a seeded subsample of at most {max_samples} non-empty samples, the mean "
-                      "over samples of sentence BLEU-{max_order} (uniform weights, clipped n-gram counts, "
-                      "brevity penalty against the closest reference length) of each sample against all "
-                      "other samples of the subsample as references; a zero n-gram match count is smoothed "
-                      "to {eps}/total (NLTK smoothing method1), and samples shorter than {max_order} tokens "
-                      "use the orders they have (effective order, as sacreBLEU's sentence BLEU). Depends on "
-                      "the subsample size.")
-
 #: Fewer samples than this give an RPPL dominated by smoothing; the result says so.
 FEW_SAMPLES = 100
 #: An RPPL whose test text has more OOV words (for the samples' n-gram model) than this rate is flagged.
@@ -231,10 +223,6 @@ def reverse_perplexity(samples: Sequence[str], test_sentences: Sequence[str], or
 
 
 # ---- diversity -------------------------------------------------------------------------------------------
-def _ngram_counts(toks: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
-
-
 def distinct_n(samples: Sequence[str], ns: Sequence[int] = (1, 2, 3)) -> Dict[str, Optional[float]]:
     """distinct-n = |unique n-grams| / |n-grams| over all samples (Li et al. 2016); None when there are none."""
     toks = [tokens(s) for s in samples]
@@ -246,77 +234,6 @@ def distinct_n(samples: Sequence[str], ns: Sequence[int] = (1, 2, 3)) -> Dict[st
                 seen.add(tuple(t[i:i + n]))
                 total += 1
         out[f"distinct_{n}"] = len(seen) / total if total else None
-    return out
-
-
-def sentence_bleu_against_pool(counts: List[List[Counter]], lengths: List[int], i: int, top: List[dict],
-                               length_count: Counter, max_order: int = 4, eps: float = 0.1) -> float:
-    """BLEU of item i of a pool against every other item (helper of :func:`self_bleu`).
-
-    ``top[n-1][g] = (best count, holder, second-best count)`` of n-gram g over the pool, so the largest count
-    among the *other* items is best if i does not hold it, else second-best. Clipped precision
-    p_n = sum_g min(c_i(g), max_{j != i} c_j(g)) / sum_g c_i(g).
-    """
-    c = lengths[i]
-    if c == 0:
-        return 0.0
-    log_p = []
-    for n in range(1, min(max_order, c) + 1):
-        cnt = counts[i][n - 1]
-        total = c - n + 1
-        clipped = 0
-        for g, k in cnt.items():
-            best, holder, second = top[n - 1][g]
-            ref = second if holder == i else best
-            clipped += min(k, ref)
-        log_p.append(math.log(clipped / total) if clipped else math.log(eps / total))
-    # closest reference length among the others (ties: the shorter), as in NLTK / the original BLEU script
-    r, best_diff = None, None
-    for L, k in length_count.items():
-        if k - (1 if L == c else 0) <= 0:
-            continue
-        diff = abs(L - c)
-        if best_diff is None or diff < best_diff or (diff == best_diff and L < r):
-            r, best_diff = L, diff
-    bp = 1.0 if c > r else math.exp(1.0 - r / c)
-    return bp * math.exp(sum(log_p) / len(log_p))
-
-
-def self_bleu(samples: Sequence[str], max_samples: int = 1000, max_order: int = 4, seed: int = 0,
-              eps: float = 0.1) -> dict:
-    """Self-BLEU (Zhu et al. 2018): mean BLEU-``max_order`` of each sample against the others as references.
-
-    Uses a seeded subsample of at most ``max_samples`` non-empty samples for hypotheses and references alike.
-    Cost is linear in the subsample (each n-gram keeps its two largest counts), not quadratic.
-    """
-    proto = SELF_BLEU_PROTOCOL.format(max_samples=max_samples, max_order=max_order, eps=eps)
-    pool = [tokens(s) for s in samples if tokens(s)]
-    out = {"protocol": proto, "max_samples": max_samples, "n_nonempty": len(pool)}
-    if len(pool) < 2:
-        out.update(value=None, n_used=len(pool),
-                   message=f"self-BLEU needs at least 2 non-empty samples, got {len(pool)}")
-        return out
-    if len(pool) > max_samples:
-        pool = random.Random(seed).sample(pool, max_samples)
-    counts = [[_ngram_counts(t, n) for n in range(1, max_order + 1)] for t in pool]
-    top: List[dict] = []
-    for n in range(max_order):
-        table: dict = {}
-        for j, cs in enumerate(counts):
-            for g, k in cs[n].items():
-                cur = table.get(g)
-                if cur is None:
-                    table[g] = (k, j, 0)
-                elif k > cur[0]:
-                    table[g] = (k, j, cur[0])
-                elif k > cur[2]:
-                    table[g] = (cur[0], cur[1], k)
-        top.append(table)
-    lengths = [len(t) for t in pool]
-    length_count = Counter(lengths)
-    scores = [sentence_bleu_against_pool(counts, lengths, i, top, length_count, max_order, eps)
-              for i in range(len(pool))]
-    out.update(value=sum(scores) / len(scores), n_used=len(pool), message=None)
     return out
 
 
