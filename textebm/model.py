@@ -56,8 +56,8 @@ class LatentEBMModel(nn.Module):
 
     @property
     def is_image(self) -> bool:
-        """True for an image model (a decoder with a mean image g(z) and no tokenizer)."""
-        return self.tokenizer is None and hasattr(self.decoder, "mean")
+        """True for an image model: its decoder's declared modality (:func:`textebm.decoders.register_decoder`)."""
+        return getattr(self.decoder, "modality", "text") == "image"
 
     @property
     def device(self) -> torch.device:
@@ -170,6 +170,7 @@ class LatentEBMModel(nn.Module):
         cfg = {"recipe": to_dict(self.recipe) if self.recipe is not None else None,
                "prior": self.prior.config, "decoder": getattr(self.decoder, "config", None),
                "decoder_class": type(self.decoder).__name__,
+               "decoder_name": getattr(self.decoder, "registry_name", None),
                "encoder": self.encoder.config if self.encoder is not None else None}
         text = json.dumps(cfg, indent=2)
         atomic_write(directory / CONFIG, lambda tmp: tmp.write_text(text))
@@ -214,7 +215,10 @@ class LatentEBMModel(nn.Module):
             raise FileNotFoundError(f"{directory} is not a saved model: expected {CONFIG} and {WEIGHTS} in it")
         path = directory / CONFIG
         cfg = read_json(path)
-        names = {c.__name__: key for key, c in DECODERS.items()}
+        names = {c.__name__: key for key, c in DECODERS.items()}  # by class name (configs of older versions)
+        if isinstance(cfg.get("decoder_name"), str) and cfg["decoder_name"] in DECODERS \
+                and isinstance(cfg.get("decoder_class"), str):
+            names[cfg["decoder_class"]] = cfg["decoder_name"]  # by its registered name
         if not isinstance(cfg.get("prior"), dict) or not isinstance(cfg.get("decoder"), dict) \
                 or not isinstance(cfg.get("decoder_class"), str) or cfg["decoder_class"] not in names:
             raise ValueError(f"{path} is not a textebm model config: expected the keys prior and decoder (mappings) "

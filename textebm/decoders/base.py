@@ -8,6 +8,10 @@ A decoder used with :class:`textebm.model.LatentEBMModel` provides
     latent_dim                   the size of z it expects.
     config                       a JSON-able dict of constructor arguments: ``LatentEBMModel.from_pretrained``
                                  rebuilds the decoder as ``build_decoder(name, **config)``, then loads weights.
+    modality                     ``"text"`` (token ids, a tokenizer) or ``"image"`` (tensors; ``mean(z)``).
+
+Decoders are found by name: :func:`register_decoder` (a class decorator) puts a class in :data:`DECODERS` with its
+recipe name (``model.decoder``) and its modality, for the built-in decoders and yours alike.
 
 and, optionally, two hooks that let posterior samplers reuse per-batch work across Langevin steps:
 
@@ -20,9 +24,45 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Any, Callable, Protocol, Tuple, runtime_checkable
+from typing import Any, Callable, Dict, Protocol, Tuple, runtime_checkable
 
 import torch
+
+
+#: recipe name -> decoder class (filled by :func:`register_decoder`)
+DECODERS: Dict[str, type] = {}
+MODALITIES = ("text", "image")
+
+
+def register_decoder(name: str, modality: str = "text"):
+    """Class decorator: ``@register_decoder("lstm", modality="text")`` makes the class buildable by its recipe name
+    (``model.decoder: lstm``, :func:`build_decoder`) and loadable from a saved model, and sets ``cls.modality``.
+    A name already taken by another class is a ValueError."""
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+
+    def register(cls):
+        if DECODERS.get(name, cls) is not cls:
+            raise ValueError(f"decoder name {name!r} is taken by {DECODERS[name].__name__}")
+        cls.modality, cls.registry_name = modality, name
+        DECODERS[name] = cls
+        return cls
+    return register
+
+
+def build_decoder(name: str, **kwargs):
+    """Build a decoder by its registered name; unknown names or constructor arguments are one-line errors."""
+    try:
+        cls = DECODERS[name]
+    except KeyError:
+        raise ValueError(f"unknown decoder {name!r}; choose one of {sorted(DECODERS)}") from None
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        valid = [k for k in params if k != "self"]
+        bad = sorted(set(kwargs) - set(valid))
+        if bad:
+            raise ValueError(f"unknown argument(s) {bad} for decoder {name!r}; valid ones are {valid}")
+    return cls(**kwargs)
 
 
 @runtime_checkable

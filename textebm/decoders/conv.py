@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .base import check_latent
+from .base import register_decoder, check_latent
 
 
 def _upsampling_stages(image_size: int) -> int:
@@ -29,6 +29,7 @@ def _upsampling_stages(image_size: int) -> int:
     return int(k)
 
 
+@register_decoder("conv", modality="image")
 class ConvDecoder(nn.Module):
     """DCGAN-style generator with a Gaussian pixel likelihood.
 

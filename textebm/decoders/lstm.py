@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import check_latent, check_tokens, rnn_backward_mode
+from .base import register_decoder, check_latent, check_tokens, rnn_backward_mode
 from .ops import TokenSelection, lstm_recurrence, select_tokens, token_log_likelihood, word_dropout
 
 
@@ -30,6 +30,7 @@ class TokenContext:
     selection: Optional[TokenSelection] = None  # real positions, found once per batch
 
 
+@register_decoder("lstm", modality="text")
 class LSTMDecoder(nn.Module):
     """LSTM language model conditioned on a latent code.
 

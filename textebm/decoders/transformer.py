@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..extras import require
-from .base import check_latent, check_tokens
+from .base import register_decoder, check_latent, check_tokens
 from .lstm import sample_next, strip_eos
 from .ops import TokenSelection, select_tokens, token_log_likelihood, word_dropout
 
@@ -148,6 +148,7 @@ def _add_lora(lm: nn.Module, spec) -> Dict[str, Any]:
     return {"r": s["r"], "alpha": float(s["alpha"]), "dropout": float(s["dropout"]), "target_modules": targets}
 
 
+@register_decoder("transformer", modality="text")
 class TransformerDecoder(nn.Module):
     """Causal Transformer LM conditioned on a latent code through learned prefix embeddings.
 
