@@ -37,10 +37,8 @@ def test_bad_inputs_give_one_line_errors(tmp_path, toy_corpus):
     assert_one_line_error(run_cli("sample", str(empty)), "no checkpoints")
 
 
-def test_help_is_fast():
-    import time
+def test_help_lists_every_command():
+    from textebm.cli import COMMANDS
 
-    t = time.perf_counter()
-    p = run_cli("--help")
-    assert p.returncode == 0 and "train" in p.stdout and "sample" in p.stdout
-    assert time.perf_counter() - t < 5.0
+    p = run_cli("--help")  # how fast it answers: tests/test_layout.py
+    assert p.returncode == 0 and all(c in p.stdout for c in COMMANDS)

@@ -169,7 +169,10 @@ def test_a_training_step_reads_the_device_a_constant_few_times(toy_corpus, tmp_p
 
 # ---- captured chains are the eager chains ----------------------------------------------------------------
 @pytest.mark.parametrize("sampler", ["langevin", "mala", "sghmc"])
-def test_the_captured_body_is_the_eager_chain_under_the_same_noise(toy_corpus, tmp_path, sampler):
+def test_the_graph_body_computes_the_eager_chain_under_the_same_noise(toy_corpus, tmp_path, sampler):
+    """The function a CUDA graph records (static_body: the batch prepared with static shapes, the noise handed in)
+    run here without capture, against run_chain's eager loop. That capture replays it exactly is the CUDA test
+    below (test_cuda_captured_posterior_chain_equals_eager), which needs a GPU."""
     from textebm.sampling import get_sampler
     from textebm.sampling.capture import static_body
     from textebm.sampling.runner import ChainPlan, Density, draw_noise, finish_chain, run_chain

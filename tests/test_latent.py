@@ -201,13 +201,27 @@ def test_decoder_that_ignores_z_reads_zero_end_to_end():
 
 
 # ---- pieces --------------------------------------------------------------------------------------------------
-def test_posterior_chains_shape_and_mode(sign_model, sign_data):
+def test_posterior_chains_sample_each_sentences_posterior_independently(sign_model, sign_data):
+    """p(z_i | a) ∝ N(z_i; 0, 1) sigmoid(4 z_i) (b: z -> -z): its mean and variance by quadrature; 64 independent
+    chains per sentence match them, and the model's train/eval mode is restored."""
+    grid = torch.linspace(-8, 8, 16001, dtype=torch.float64)
+    w = torch.exp(-grid ** 2 / 2) * torch.sigmoid(4 * grid)
+    w /= w.sum()
+    mean, var = float((grid * w).sum()), float(((grid - (grid * w).sum()) ** 2 * w).sum())
     sign_model.train()
-    z = posterior_chains(sign_model, sign_data[:5], n_chains=3, chain=POSTERIOR_CHAIN.replace(n_steps=2),
+    x = sign_data[:6]
+    z = posterior_chains(sign_model, x, n_chains=256, chain=POSTERIOR_CHAIN.replace(n_steps=300, step_size=0.3),
                          generator=torch.Generator().manual_seed(0))
-    assert z.shape == (5, 3, 4) and sign_model.training
-    assert not torch.equal(z[:, 0], z[:, 1])  # independent chains
+    assert z.shape == (6, 256, 4) and sign_model.training
     sign_model.eval()
+    sign = 1 - 2 * (x[:, 1:5] - 4).double()  # +1 for a, -1 for b
+    torch.testing.assert_close(z.mean(1).double() * sign, torch.full((6, 4), mean, dtype=torch.float64), atol=0.1,
+                               rtol=0)
+    assert z.var(1).mean().item() == pytest.approx(var, rel=0.1)
+    # independent chains: the correlation of two chains' states across the 24 coordinates' deviations is ~0
+    dev = (z - z.mean(1, keepdim=True)).reshape(-1, 4).double()
+    corr = torch.corrcoef(torch.stack([dev[0::256].flatten(), dev[1::256].flatten()]))[0, 1]
+    assert abs(float(corr)) < 0.6
 
 
 def test_derangement_and_shuffled_gap(sign_model):
