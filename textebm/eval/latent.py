@@ -85,59 +85,19 @@ def _log_var_bias(nu: int) -> float:
 def mutual_information(chains: torch.Tensor, n_eval: int = 1, estimator: str = "corrected") -> dict:
     """I(x; z) under the model from posterior chains (N sentences, C chains, d), cross-fitted and de-biased.
 
-    The aggregate-posterior estimator of He, Spokoyny, Neubig, Berg-Kirkpatrick (2019, "Lagging inference
-    networks and posterior collapse in variational autoencoders"; the MI they track), with diagonal Gaussians
+    The aggregate-posterior estimator of He, Spokoyny, Neubig, Berg-Kirkpatrick (2019), with diagonal Gaussians
     q(z | x_n) fitted to the chains of each sentence:
 
         I = mean_n E_{z ~ p(z|x_n)} [ log q(z | x_n) - log (1/N) sum_m q(z | x_m) ]      (<= log N).
 
-    ``estimator="in_sample"`` evaluates the bracket at the chains the fits were made from; it is biased
-    upward and kept for comparison only. A Gaussian fitted to C samples is centred on their mean, so those
-    samples sit closer to it (mean squared distance sigma^2 (1 - 1/C)) than a fresh posterior draw does
-    (sigma^2 (1 + 1/C)), while the aggregate of the fits is spread by the noise of the fitted means (variance
-    sigma^2 / C). For a latent the decoder ignores (every posterior equals the prior, I = 0) this reads
-    (d/2) log(1 + 1/C) + O(d / C^2) with exact variances, and more than twice that with per-sentence fitted
-    variances, which also fit their own points: 0.86 nats for d = 6, C = 8 (tests/test_latent.py).
+    ``estimator``: ``"corrected"`` (default: the first term in closed form from all chains, the aggregate
+    cross-fitted on held-out chains with pooled variances and narrowed components; both biases removed to first
+    order in 1/k), ``"cross_fitted"`` (plain held-out plug-in, biased low) or ``"in_sample"`` (biased high, for
+    comparison). The derivation and the measured biases are in docs/latent.md ("The mutual-information
+    estimator").
 
-    ``estimator="cross_fitted"``: the C chains of each sentence are split into folds of ``n_eval`` chains;
-    for each fold every q(z | x_m) is fitted on the other k = C - n_eval chains and the bracket is evaluated
-    at the held-out chains of x_n; folds are averaged. The held-out chains are independent of the fits, but
-    this plain plug-in is biased *low* for few chains: log q of one noisy fit is on average below the log of
-    the posterior (Jensen), while the average of N fits in the aggregate smooths their noise away. An unused
-    latent reads -1.6 nats for d = 6, C = 8.
-
-    ``estimator="corrected"`` (the default) removes both biases to first order in 1/k:
-
-    * the first term, E_{z ~ p(z|x_n)}[log q(z | x_n)], is computed in closed form. For q moment-matched to
-      p(z | x_n) it is -H(q) = -(1/2) sum_u log(2 pi e sigma_u^2) whatever the shape of the posterior (the
-      log-density of a Gaussian is quadratic, so only the first two moments of p enter); it is estimated from
-      all C chains by log s_u^2 - (psi(nu/2) - log(nu/2)), nu = C - 1, which is unbiased for log sigma_u^2
-      when the chains are Gaussian (log s^2 = log sigma^2 + log(chi2_nu / nu)). This is the held-out
-      expectation without its sampling noise and without the Jensen bias of a noisy fit;
-    * the aggregate is cross-fitted as above and evaluated at the held-out chains, with two changes to its
-      components: their variances are partially pooled over sentences (empirical Bayes on the log-variances:
-      the noise of log s^2 has the known variance psi'(nu/2), so the between-sentence spread of log sigma^2
-      is tau^2 = max(0, Var_n log s^2 - psi'(nu/2)) and each log s^2 is shrunk toward the mean by
-      tau^2 / (tau^2 + psi'(nu/2)); posteriors whose variances do not depend on x get one nearly exact pooled
-      variance per dimension), and they are narrowed by the variance of their fitted means, N(mean_hat_m,
-      v_m (1 - 1/k)), so that, averaged over the means' noise N(0, v_m / k), each component is N(mean_m, v_m)
-      and the aggregate is the aggregate of the posteriors, not a smoothed one. The remaining errors are second
-      order (a deviation of the expected aggregate from the true one enters its cross-entropy quadratically)
-      plus the usual O(1/N) bias of a finite aggregate.
-
-    On exact posterior samples of linear-Gaussian models (tests/test_latent.py: d = 6, N = 1500, C = 8) an
-    unused latent reads 0.002 +- 0.002 (mean over 10 replications) and a used one (I = 1.733) is off by
-    -0.004 +- 0.004 (30 replications); the in-sample estimator reads 0.86 and is off by +0.86 there, the plain
-    held-out one reads -1.6 and is off by -1.5.
-    The estimate is that of the fitted diagonal Gaussians: exact for Gaussian posteriors with diagonal
-    covariance, a plug-in value otherwise.
-
-    Returns ``mi`` (nats), ``mi_se`` (standard error over sentences of the per-sentence terms; it ignores their
-    dependence through the shared aggregate, but a delete-one-sentence jackknife gave the same value, and over
-    30 replications of the C = 8 linear-Gaussian test the estimates' spread, 0.023, matched it), ``n``,
-    ``mi_max`` = log N (the ceiling of the in-sample and cross-fitted plug-ins: near it, N is too small to
-    resolve I; the corrected estimate is not strictly bounded by it), ``n_chains``, ``n_eval``, ``n_folds``,
-    ``estimator``.
+    Returns ``mi`` (nats), ``mi_se`` (standard error over sentences), ``n``, ``mi_max`` = log N, ``n_chains``,
+    ``n_eval``, ``n_folds``, ``estimator``.
     """
     if estimator not in MI_ESTIMATORS:
         raise ValueError(f"estimator must be one of {MI_ESTIMATORS}, got {estimator!r}")
