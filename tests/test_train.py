@@ -70,3 +70,54 @@ def test_the_trainer_feeds_its_prior_chain_the_latest_posterior_samples(toy_corp
     z_neg = t.sample_prior(32)  # 0 steps: the starts themselves, every one a stored posterior sample
     stored = {tuple(r) for r in z_pos.tolist()}
     assert all(tuple(r) in stored for r in z_neg.tolist())
+
+
+def test_more_prior_updates_step_the_prior_that_many_times_and_nothing_else(toy_corpus, tmp_path):
+    t = Trainer(tiny_recipe(toy_corpus, "train.prior_updates=3"), tmp_path / "run", device="cpu", progress=False)
+    dec_before = [p.detach().clone() for p in t.model.decoder.parameters()]
+    t.train_step(t.data.next())
+    steps = {name: max(int(s["step"]) for s in opt.state.values()) for name, opt in t.optimizers.items()}
+    assert steps == {"decoder": 1, "prior": 3}
+    assert any(not torch.equal(a, b) for a, b in zip(dec_before, t.model.decoder.parameters()))
+
+
+def test_the_prior_has_its_own_learning_rate_schedule(toy_corpus, tmp_path):
+    t = Trainer(tiny_recipe(toy_corpus, "train.steps=10", "train.lr_prior_schedule=linear"), tmp_path / "run",
+                device="cpu", progress=False)
+    for _ in range(5):
+        t.train_step(t.data.next())
+        t.step += 1
+    lr = {name: opt.param_groups[0]["lr"] for name, opt in t.optimizers.items()}
+    assert lr["prior"] == pytest.approx(t.recipe.train.lr_prior * 0.5) and lr["decoder"] == t.recipe.train.lr_decoder
+
+
+def test_refitting_the_prior_moves_it_onto_the_frozen_codes():
+    """The sign model whose every sentence is ``a a a a``, with a prior N(0, I) and a linear f(z) = a.z (so p_alpha
+    is N(a, I), an exponential family in a): maximum likelihood on the codes drawn once under the old prior has the
+    known optimum a = the codes' mean (the moments of z under p_alpha match the data's). Before: N(0, I), whose
+    codes decode to the data 1/16 of the time."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "eval"))
+    from test_prior_fit import _sign_model
+
+    from textebm.config import Recipe, apply_overrides
+    from textebm.eval.prior_fit import aggregate_posterior
+    from textebm.train.fit_prior import fit_prior
+
+    from textebm.sampling import ChainConfig, Langevin
+
+    model = _sign_model(0.0)
+    model.recipe = apply_overrides(Recipe(), ["train.lr_prior=0.05", "train.betas_prior=[0.9, 0.999]"])
+    model.posterior_chain = ChainConfig(Langevin(), 100, 0.3)  # converges here (setting the recipe rebuilt it)
+    data = [[2, 4, 4, 4, 4, 3]] * 300
+    codes = aggregate_posterior(model, data, generator=torch.Generator().manual_seed(0))  # what fit_prior draws
+    share = lambda z: (z > 0).all(1).float().mean().item()  # noqa: E731  decodes to "a a a a"
+    draw = lambda: model.sample_prior(2000, generator=torch.Generator().manual_seed(1))  # noqa: E731
+    assert share(draw()) == pytest.approx(1 / 16, abs=0.02)
+    fit_prior(model, data, steps=300, batch_size=150, seed=0)
+    z = draw()
+    torch.testing.assert_close(model.prior.net[0].weight[0], codes.mean(0), atol=0.08, rtol=0)
+    torch.testing.assert_close(z.mean(0), codes.mean(0), atol=0.1, rtol=0)
+    assert share(z) > 0.25  # from 1/16

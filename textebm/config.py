@@ -183,6 +183,9 @@ class TrainConfig:
     betas_prior: List[float] = field(default_factory=lambda: [0.5, 0.999])
     weight_decay: float = 0.0
     grad_clip: Optional[float] = 5.0   # max global gradient norm per optimizer; null = no clipping
+    prior_updates: int = 1             # prior updates per step (on the step's z+, fresh z- each): > 1 lets the
+                                       # prior catch up with the aggregate posterior (the decoder moves once)
+    lr_prior_schedule: Optional[str] = None  # the prior's own learning-rate schedule (null: lr_schedule)
     max_f_gap: Optional[float] = 100.0  # stop when |f(z+) - f(z-)| exceeds this (nats; null: no guard): the prior's
                                         # energy runs away (a healthy run stays within tens of nats)
     max_abs_f: Optional[float] = 1000.0  # stop when |f| at z+ or z- exceeds this (null: no guard)
@@ -223,10 +226,11 @@ class TrainConfig:
                                        # (prior, aggregate posterior, N(0, I)); 0 = off (docs/latent.md)
 
     _choices = {"lr_schedule": ("constant", "cosine", "linear", "exponential"), "amp": ("none", "bf16", "fp16"),
-                "anneal": ("none", "linear", "cyclical"), "encoder_loss": ("chain", "elbo")}
+                "anneal": ("none", "linear", "cyclical"), "encoder_loss": ("chain", "elbo"),
+                "lr_prior_schedule": (None, "constant", "cosine", "linear", "exponential")}
     _ranges = {"lr_gamma": (1e-12, 1.0), "lr_decay_every": (1, None), "steps": (0, None),
                "batch_size": _b("batch_size"), "posterior_noise_to": (0.0, None), "posterior_noise_steps": (1, None),
-               "max_f_gap": (1e-12, None), "max_abs_f": (1e-12, None), "lr_encoder": (0.0, None),
+               "max_f_gap": (1e-12, None), "prior_updates": (1, 100), "max_abs_f": (1e-12, None), "lr_encoder": (0.0, None),
                "lr_decoder": (0.0, None), "lr_prior": (0.0, None),
                "log_every": (1, None), "eval_every": (1, None), "save_every": (1, None),
                "keep_checkpoints": (1, None), "warmup_steps": (0, None), "anneal_start": (0.0, 1.0),

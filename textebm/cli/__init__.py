@@ -12,11 +12,11 @@ import sys
 
 from .common import Parser, UserError
 
-COMMANDS = ("train", "sample", "eval", "chain", "ngram", "plot", "compare", "push", "recipes")
+COMMANDS = ("train", "sample", "eval", "chain", "fit-prior", "ngram", "plot", "compare", "push", "recipes")
 
 
 def _module(name: str):
-    return importlib.import_module(f"{__name__}.{name}")
+    return importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
 
 
 def build_parser() -> Parser:

@@ -77,6 +77,8 @@ def train_step(tr, batch) -> dict:
         sched.step()
     if z_neg is not None:
         stats.update(tr.objective.after_step(model.prior, z_pos, z_neg))
+        for _ in range(t.prior_updates - 1):  # more prior updates on the same z+, each with fresh z-
+            prior_update(tr, z_pos, clip)
     out = {"dec_nll": dec_loss.detach(), f"dec_nll_{tr.data.unit}": -logp.detach().sum() / tr.data.units(x),
            "prior_loss": prior_loss.detach(), **stats, **{f"grad_norm_{n}": v for n, v in norms.items()},
            "prior_weight": prior_weight(t, tr.step), "time_posterior": clock.between(t0, t1),
@@ -85,6 +87,21 @@ def train_step(tr, batch) -> dict:
     if model.encoder is not None:
         out["encoder_loss"] = enc_loss.detach()
     return out
+
+
+def prior_update(tr, z_pos: torch.Tensor, clip: float) -> None:
+    """One more update of the prior alone on the batch's z+ (``train.prior_updates`` > 1): fresh z- from the prior
+    chain, the objective's loss, clipped gradients, the prior's Adam step. The decoder and the encoder do not move,
+    so the prior can catch up with a moving aggregate posterior."""
+    prior, opt = tr.model.prior, tr.opt_prior
+    z_neg = tr.objective.negatives(prior, z_pos, tr.sample_prior)
+    opt.zero_grad(set_to_none=True)
+    loss, stats = tr.objective(prior, z_pos, z_neg)
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
+    check_finite(tr, loss.new_zeros(()), loss, loss.new_zeros(()), {"prior": norm}, stats)
+    opt.step()
+    tr.objective.after_step(prior, z_pos, z_neg)
 
 
 def check_finite(tr, dec_loss, prior_loss, enc_loss, norms: dict, stats: dict) -> None:

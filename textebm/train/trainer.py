@@ -125,7 +125,10 @@ class Trainer:
         self.optimizers = {name: opt for name, opt in (("decoder", self.opt_dec), ("prior", self.opt_prior),
                                                        ("encoder", self.opt_enc)) if opt is not None}
         lam = lr_lambda(t.lr_schedule, t.steps, t.warmup_steps, t.lr_gamma, t.lr_decay_every)
-        self.scheds = [torch.optim.lr_scheduler.LambdaLR(o, lam) for o in self.optimizers.values()]
+        lam_prior = lr_lambda(t.lr_prior_schedule, t.steps, t.warmup_steps, t.lr_gamma, t.lr_decay_every) \
+            if t.lr_prior_schedule else lam
+        self.scheds = [torch.optim.lr_scheduler.LambdaLR(o, lam_prior if name == "prior" else lam)
+                       for name, o in self.optimizers.items()]
         self.loss = self.dist.wrap(TrainingLoss(self.model, self.objective, t.encoder_loss), self.device,
                                    find_unused_parameters=bool(self.amortizers))
         self.gen = torch.Generator(device=self.device)
