@@ -230,7 +230,8 @@ class TrainConfig:
                 "lr_prior_schedule": (None, "constant", "cosine", "linear", "exponential")}
     _ranges = {"lr_gamma": (1e-12, 1.0), "lr_decay_every": (1, None), "steps": (0, None),
                "batch_size": _b("batch_size"), "posterior_noise_to": (0.0, None), "posterior_noise_steps": (1, None),
-               "max_f_gap": (1e-12, None), "prior_updates": (1, 100), "max_abs_f": (1e-12, None), "lr_encoder": (0.0, None),
+               "max_f_gap": (1e-12, None), "prior_updates": (1, 100), "max_abs_f": (1e-12, None),
+               "lr_encoder": (0.0, None),
                "lr_decoder": (0.0, None), "lr_prior": (0.0, None),
                "log_every": (1, None), "eval_every": (1, None), "save_every": (1, None),
                "keep_checkpoints": (1, None), "warmup_steps": (0, None), "anneal_start": (0.0, 1.0),
