@@ -318,7 +318,7 @@ class Trainer:
 
     def _validate(self, metrics, summary: dict, bar) -> None:
         """Validate, log the record, and keep the first (``_start``) and latest (``_end``) values in ``summary``."""
-        ev = self.validate(self.model, self.step)
+        ev = self.evaluate()
         metrics.log({"step": self.step, **ev})
         for k, v in ev.items():
             summary.setdefault(f"{k}_start", v)
