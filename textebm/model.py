@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .decoders import DECODERS, build_decoder, rnn_backward_mode, split_log_prob
-from .prior import PRIORS, GaussianPrior, LatentEBMPrior, build_prior
+from .prior import PRIORS, GaussianPrior, LatentEBMPrior, SymbolVectorPrior, build_prior
 from .sampling import (POSTERIOR_CHAIN, PRIOR_CHAIN, ChainConfig, Density, Samples, Schedule, frozen, get_sampler)
 
 WEIGHTS = "model.safetensors"
@@ -406,6 +406,10 @@ def build_model(recipe, tokenizer=None) -> LatentEBMModel:
     ref = dict(reference=p.reference, reference_momentum=p.reference_momentum)
     if p.kind == "gaussian":
         prior = GaussianPrior(m.latent_dim, sigma0=p.sigma0, **ref)
+    elif p.kind == "symbol_vector":
+        prior = SymbolVectorPrior(m.latent_dim, n_symbols=p.n_symbols, hidden=p.hidden, n_layers=p.n_layers,
+                                  activation=p.activation, negative_slope=p.negative_slope, sigma0=p.sigma0,
+                                  f_clamp=p.f_clamp, **ref)
     else:
         prior = LatentEBMPrior(m.latent_dim, hidden=p.hidden, n_layers=p.n_layers, activation=p.activation,
                                negative_slope=p.negative_slope, sigma0=p.sigma0, f_clamp=p.f_clamp, **ref)
