@@ -97,7 +97,8 @@ def _bodies(model, x: torch.Tensor) -> List[List[int]]:
 
 
 def reconstruct_all(model, inputs, batch_size: int = 64, n_chains: int = 8, chain=None, seed: int = 0,
-                    progress: bool = False, decoding: Optional[dict] = None, scores: bool = True):
+                    progress: bool = False, decoding: Optional[dict] = None, scores: bool = True,
+                    amortized: Optional[bool] = None):
     """Each input decoded at its code (:meth:`~textebm.model.LatentEBMModel.reconstruct`), batched.
 
     Text: returns (decodes, per-sentence rows, scores). ``decoding`` is the rule (default greedy, the recipe's
@@ -105,7 +106,7 @@ def reconstruct_all(model, inputs, batch_size: int = 64, n_chains: int = 8, chai
     truncated to ``data.max_len``, unknown words as <unk>) by :func:`textebm.eval.latent.reconstruction_scores`
     (token accuracy by position with </s>, exact match, corpus BLEU-4); each row holds the sentence's token
     accuracy and exact match. Images: (reconstructions (N, C, H, W), None, {"mse": per-value mean squared
-    error}). ``scores=False`` leaves the scores out (None)."""
+    error}). ``scores=False`` leaves the scores out (None); ``amortized`` is :meth:`encode`'s."""
     from .eval.latent import bleu_from_stats, bleu_stats, reconstruction_scores
 
     n = len(inputs)
@@ -135,7 +136,7 @@ def reconstruct_all(model, inputs, batch_size: int = 64, n_chains: int = 8, chai
     bleu = None
     for idx in _length_batches(model, inputs, batch_size):
         x = model.as_batch(_take(inputs, idx))
-        z = model.encode(x, n_chains=n_chains, chain=chain, generator=gen).mean
+        z = model.encode(x, n_chains=n_chains, chain=chain, generator=gen, amortized=amortized).mean
         ids = model.decode(z, generator=gen, decode=False, **rule)
         refs = _bodies(model, x)
         stopped = [len(h) < rule["max_len"] for h in ids]
