@@ -93,6 +93,18 @@ def tiny_run(tmp_path_factory, toy_corpus) -> Path:
 FAST = ["train.latent_batches=0", "train.eval_batches=1"]
 
 
+@pytest.fixture(scope="session")
+def symbol_run(tmp_path_factory, toy_corpus) -> Path:
+    """A briefly trained run with a symbol-vector prior of 3 symbols (for the commands that need symbols)."""
+    from textebm.train import train
+
+    run = tmp_path_factory.mktemp("run") / "symbols"
+    train(tiny_recipe(toy_corpus, "train.steps=6", "prior.kind=symbol_vector", "prior.n_symbols=3",
+                      "prior.objective_args={symbol_information: 1.0}", "train.prior_fit_samples=0", *FAST),
+          run, device="cpu", progress=False)
+    return run
+
+
 @pytest.fixture
 def recipe_file(tmp_path, toy_corpus) -> Path:
     """A tiny, cheap recipe (4 steps, a checkpoint every 2) written to a YAML file."""

@@ -26,7 +26,7 @@ SIZE_BOUNDS = {
     "spm_vocab_size": (8, 10 ** 6), "image_size": (4, 1024), "max_len": (1, 100_000), "data_max_len": (1, 16384),
     "n_embd": (1, 16384), "n_inner": (1, 65536), "n_layer": (1, 256), "n_head": (1, 256),
     "n_positions": (1, 200_000), "n_prefix": (1, 1024), "batch_size": (1, 65536), "prior_persistent": (0, 10 ** 7),
-    "steps_chain": (0, 10 ** 6), "latent_chains": (3, 10 ** 4), "top_k": (0, 10 ** 7), "capture_bucket": (1, 4096),
+    "steps_chain": (0, 10 ** 6), "n_symbols": (1, 65536), "latent_chains": (3, 10 ** 4), "top_k": (0, 10 ** 7), "capture_bucket": (1, 4096),
 }
 #: the most parameters a recipe's model may have, estimated from its sizes before anything is built (8 GiB of
 #: float32 values); the vocabulary's rows come on top (bounded by max_vocab / spm_vocab_size)
@@ -104,7 +104,10 @@ class ModelConfig:
 @dataclass
 class PriorConfig:
     kind: str = "ebm"                  # ebm: exp(f_alpha(z)) N(0, sigma0^2 I) / Z;  gaussian: N(0, sigma0^2 I),
-                                       # fixed (the same model without the energy tilt, for ablations)
+                                       # fixed (the same model without the energy tilt, for ablations);
+                                       # symbol_vector: exp(<y, f_alpha(z)>) N(0, sigma0^2 I) / Z with a symbol y
+                                       # of n_symbols (Pang & Wu 2021): f = logsumexp_y f_y, clusters, conditions
+    n_symbols: int = 10                # symbol_vector: the number K of symbols (f_alpha: latent -> R^K)
     hidden: int = 200
     n_layers: int = 2
     activation: str = "leaky_relu"
@@ -120,8 +123,10 @@ class PriorConfig:
     sampler_args: Dict[str, Any] = field(default_factory=dict)
     amortizer: Optional[str] = None
 
-    _choices = {"kind": ("ebm", "gaussian"), "sampler": SAMPLER_NAMES, "reference": ("gaussian", "fitted")}
+    _choices = {"kind": ("ebm", "gaussian", "symbol_vector"), "sampler": SAMPLER_NAMES,
+                "reference": ("gaussian", "fitted")}
     _ranges = {"hidden": _b("hidden"), "n_layers": _b("n_layers"), "sigma0": (1e-12, 1e6),
+               "n_symbols": _b("n_symbols"),
                "f_clamp": (1e-12, 1e12), "reference_momentum": (0.0, 0.999999)}
 
 
@@ -376,9 +381,9 @@ def estimated_parameters(recipe: "Recipe") -> int:
     m, p = recipe.model, recipe.prior
     z = m.latent_dim
     n = 0
-    if p.kind == "ebm":
-        h = p.hidden
-        n += z * h + max(0, p.n_layers - 1) * h * h + h if p.n_layers else z
+    if p.kind in ("ebm", "symbol_vector"):
+        h, k = p.hidden, (p.n_symbols if p.kind == "symbol_vector" else 1)
+        n += z * h + max(0, p.n_layers - 1) * h * h + h * k if p.n_layers else z * k
     a = m.decoder_args
     if m.decoder == "lstm":
         e, h = m.embed_dim, m.hidden_dim
@@ -444,6 +449,10 @@ def check_recipe(recipe: "Recipe") -> None:
     if recipe.prior.kind == "gaussian" and (recipe.prior.amortizer or s.prior_persistent
                                             or s.prior_start != "reference"):
         raise ConfigError("prior.kind: gaussian draws exact samples; it takes no amortizer and no persistent chains")
+    info = recipe.prior.objective_args.get("symbol_information")
+    if info and recipe.prior.kind != "symbol_vector":
+        raise ConfigError(f"prior.objective_args.symbol_information: {info!r} needs symbols: set prior.kind: "
+                          f"symbol_vector (or remove the key)")
     if s.prior_persistent and s.prior_persistent < t.batch_size:
         raise ConfigError(f"sampling.prior_persistent: {s.prior_persistent} chains cannot serve train.batch_size "
                           f"{t.batch_size}; use at least {t.batch_size} (or 0 for fresh chains)")

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
 
 from .decoders import DECODERS, build_decoder, rnn_backward_mode, split_log_prob
-from .prior import PRIORS, GaussianPrior, LatentEBMPrior, build_prior
+from .prior import PRIORS, GaussianPrior, LatentEBMPrior, SymbolVectorPrior, build_prior
 from .sampling import (POSTERIOR_CHAIN, PRIOR_CHAIN, ChainConfig, Density, Samples, Schedule, frozen, get_sampler)
 
 WEIGHTS = "model.safetensors"
@@ -136,26 +136,197 @@ class LatentEBMModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, n: int = 0, z: Optional[torch.Tensor] = None, chain: Optional[ChainConfig] = None,
-                 generator: Optional[torch.Generator] = None, decode: bool = True, **decoding):
+                 generator: Optional[torch.Generator] = None, decode: bool = True, symbol=None, **decoding):
         """Sample z from the prior by ``chain`` (default: the model's prior chain) or use ``z``, and decode:
         strings when a tokenizer is attached, images (batch, C, H, W) from an image decoder. ``decoding`` are
-        the decoder's ``generate`` arguments (``max_len``, ``greedy``, ``temperature``, ``top_k``, ``top_p``)."""
+        the decoder's ``generate`` arguments (``max_len``, ``greedy``, ``temperature``, ``top_k``, ``top_p``).
+        ``symbol`` k (a symbol-vector prior): z from p(z | y = k) ∝ exp(f_k(z)) N(z; 0, sigma0^2 I) by the same
+        chain instead of the marginal prior."""
         if z is None:
             if n < 1:
                 raise ValueError(f"number of samples must be >= 1, got {n}")
-            z = self.sample_prior(n, chain, generator=generator)
+            if symbol is not None:
+                z = self.sample_symbol(n, symbol, chain, generator=generator)
+            else:
+                z = self.sample_prior(n, chain, generator=generator)
         out = self.decoder.generate(z, generator=generator, **decoding)
         if decode and self.tokenizer is not None:
             return [self.tokenizer.decode(ids) for ids in out]
         return out
 
+    # ---- the latent as a tool: codes of inputs, decodes of codes ---------------------------------------
+    def as_batch(self, x):
+        """A batch the decoder reads: sentences (a list of strings, text models) become a padded LongTensor of
+        token ids framed by <s> and </s> as in training (lower-cased when the recipe says so, bodies longer than
+        the recipe's ``data.max_len`` truncated; an empty string is the empty sentence); a tensor (token ids, or
+        images (batch, C, H, W)) is moved to the model's device. One row per input, in order."""
+        if isinstance(x, torch.Tensor):
+            return x.to(self.device)
+        if isinstance(x, str) or not all(isinstance(s, str) for s in x):
+            raise TypeError("x must be a tensor or a list of strings (sentences)")
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: it reads tensors, not sentences")
+        if len(x) == 0:
+            raise ValueError("no inputs (an empty list)")
+        from .data import pad_batch
+
+        r = self.recipe
+        max_len = r.data.max_len if r is not None else None
+        lower = r is not None and r.data.lowercase
+        rows = []
+        for sent in x:
+            ids = self.tokenizer.encode(sent.lower() if lower else sent)
+            if max_len is not None and len(ids) - 2 > max_len:
+                ids = ids[:1 + max_len] + ids[-1:]
+            rows.append(ids)
+        return pad_batch(rows, self.tokenizer.pad_id).to(self.device)
+
+    def encode(self, x, n_chains: int = 8, chain: Optional[ChainConfig] = None,
+               generator: Optional[torch.Generator] = None, amortized: Optional[bool] = None) -> "Codes":
+        """The code of each input: a point in latent space with its spread, :class:`Codes` (``mean``, ``std``,
+        each (batch, d); ``samples`` (batch, C, d) when chains were run; ``source``).
+
+        With an amortized posterior (``model.encoder``) and ``amortized`` not False: q(z | x) = N(mu(x),
+        diag sigma(x)^2), mean mu and spread sigma (one forward pass). Otherwise C = ``n_chains`` independent
+        posterior chains per input, ``chain`` (default: the model's posterior chain, what training feeds the
+        decoder) from where the chain starts, in eval mode (no dropout): the mean of their final states and
+        their standard deviation per coordinate (0 for C = 1, whose mean is one posterior sample). ``x``: see
+        :meth:`as_batch`."""
+        x = self.as_batch(x)
+        B = x.shape[0]
+        was = self.training
+        self.eval()
+        try:
+            if self.encoder is not None and amortized is not False:
+                with torch.no_grad():
+                    mu, log_std = self.encoder(x)
+                return Codes(mu.float(), log_std.exp().float(), None, "encoder")
+            if amortized:
+                raise ValueError("amortized=True, but this model has no amortized posterior (model.encoder)")
+            if n_chains < 1:
+                raise ValueError(f"n_chains must be >= 1, got {n_chains}")
+            xx = x.repeat_interleave(n_chains, 0) if n_chains > 1 else x
+            z = self.sample_posterior(xx, chain, generator=generator).detach().view(B, n_chains, -1)
+        finally:
+            self.train(was)
+        std = z.std(1, unbiased=True) if n_chains > 1 else torch.zeros_like(z[:, 0])
+        return Codes(z.mean(1), std, z, "chains")
+
     @torch.no_grad()
-    def reconstruct(self, x, chain: Optional[ChainConfig] = None,
-                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Images decoded at a posterior sample: g(z+) with z+ ~ p(z | x) by ``chain`` (default: the model's)."""
+    def decode(self, z: torch.Tensor, generator: Optional[torch.Generator] = None, **decoding):
+        """Decodes of codes z (batch, d): sentences by the decoding rule (``decoding``: the decoder's ``generate``
+        arguments, e.g. ``greedy=True``; :func:`recipe_decoding` gives a recipe's rule), or mean images g(z)."""
+        was = self.training
+        self.eval()
+        try:
+            if self.is_image:
+                return self.decoder.mean(z)
+            return self.generate(z=z, generator=generator, **decoding)
+        finally:
+            self.train(was)
+
+    @torch.no_grad()
+    def reconstruct(self, x, chain: Optional[ChainConfig] = None, generator: Optional[torch.Generator] = None,
+                    n_chains: Optional[int] = None, codes: Optional[torch.Tensor] = None, **decoding):
+        """Each input decoded at its code: sentences (text) or mean images g(z) (images).
+
+        The code is ``codes`` when given, else :meth:`encode`'s mean (the amortized posterior's mean, or the mean
+        of ``n_chains`` posterior chains by ``chain``; default 8 chains for text and 1 for images, whose code is
+        then one posterior sample z+, as the image evaluation has always reconstructed). Sentences are decoded
+        greedily unless ``decoding`` says otherwise (the most likely sentence of the code, token by token)."""
+        if codes is None:
+            n = n_chains if n_chains is not None else (1 if self.is_image else 8)
+            with torch.enable_grad():
+                codes = self.encode(x, n, chain, generator).mean
+        if not self.is_image:
+            decoding.setdefault("greedy", True)
+            decoding.setdefault("max_len", self.recipe.generate.max_len if self.recipe is not None else 40)
+        return self.decode(codes, generator=generator, **decoding)
+
+    @torch.no_grad()
+    def interpolate(self, a, b, steps: int = 8, spherical: bool = False, generator: Optional[torch.Generator] = None,
+                    n_chains: int = 8, chain: Optional[ChainConfig] = None, **decoding):
+        """Decodes along the path between the codes of two inputs (Bowman et al. 2016, Sec. 5; Pang et al. 2020,
+        Table 7): ``a`` and ``b`` are codes (d,) or inputs (a sentence, an image (C, H, W)) encoded by
+        :meth:`encode` (``n_chains``, ``chain``). The path is :func:`interpolate_codes` (linear, or spherical
+        about the prior reference's mean); its endpoints are the two codes exactly. Returns (path (steps, d),
+        decodes): sentences greedy unless ``decoding`` says otherwise, or images (steps, C, H, W)."""
+        ends = []
+        for v in (a, b):
+            if isinstance(v, torch.Tensor) and v.dim() == 1 and v.is_floating_point():  # a code
+                if v.shape[0] != self.latent_dim:
+                    raise ValueError(f"a code has {self.latent_dim} values; got {v.shape[0]}")
+                ends.append(v.to(self.device).float())
+            else:
+                x = [v] if isinstance(v, str) else v.unsqueeze(0)
+                with torch.enable_grad():
+                    ends.append(self.encode(x, n_chains, chain, generator).mean[0])
+        center = self.prior.ref_mean if getattr(self.prior, "reference", None) == "fitted" else None
+        path = interpolate_codes(ends[0], ends[1], steps, spherical=spherical, center=center)
+        if not self.is_image:
+            decoding.setdefault("greedy", True)
+        return path, self.decode(path, generator=generator, **decoding)
+
+    @torch.no_grad()
+    def sample_near(self, x, n: int = 10, radius: Optional[float] = None, chain: Optional[ChainConfig] = None,
+                    generator: Optional[torch.Generator] = None, n_chains: int = 8, **decoding):
+        """Variations of one input ``x`` (a sentence, or a one-row batch): decodes of n codes from its posterior
+        (``radius`` None: n posterior chains by ``chain``, or n draws of q(z | x) when the model has an amortized
+        posterior), or from its neighbourhood N(m, radius^2 I) about its code m (:meth:`encode`'s mean, with
+        ``n_chains``). Returns (codes (n, d), decodes by ``decoding``: the decoder's ``generate`` arguments)."""
+        x = [x] if isinstance(x, str) else x
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        xb = self.as_batch(x)
+        if xb.shape[0] != 1:
+            raise ValueError(f"sample_near takes one input; got {xb.shape[0]}")
         with torch.enable_grad():
-            z = self.sample_posterior(x, chain, generator=generator)
-        return self.decoder.mean(z)
+            if radius is None:
+                if self.encoder is not None:
+                    was = self.encoder.training
+                    self.encoder.eval()
+                    try:
+                        z = self.encoder.sample(xb.expand(n, -1), generator=generator).float()
+                    finally:
+                        self.encoder.train(was)
+                else:
+                    z = self.encode(xb, n, chain, generator).samples[0]
+            else:
+                if not radius >= 0:
+                    raise ValueError(f"radius must be >= 0, got {radius}")
+                m = self.encode(xb, n_chains, chain, generator).mean
+                eps = torch.randn((n, self.latent_dim), generator=generator, device=m.device)
+                z = m + float(radius) * eps
+        return z, self.decode(z, generator=generator, **decoding)
+
+    def sample_symbol(self, n: int, symbol, chain: Optional[ChainConfig] = None,
+                      generator: Optional[torch.Generator] = None, **run_kwargs) -> torch.Tensor:
+        """z ~ p(z | y = ``symbol``) ∝ exp(f_y(z)) N(z; 0, sigma0^2 I) by ``chain`` (default: the model's prior
+        chain) from the reference: a symbol-vector prior only (:class:`~textebm.prior.SymbolVectorPrior`)."""
+        if not hasattr(self.prior, "sample_symbol"):
+            raise ValueError(f"this model's prior ({self.prior.kind}) has no symbols; conditional sampling needs "
+                             f"prior.kind: symbol_vector")
+        return self.prior.sample_symbol(n, symbol, chain or self.prior_chain, generator=generator, **run_kwargs)
+
+    @torch.no_grad()
+    def symbol_probs(self, x, n_chains: int = 8, chain: Optional[ChainConfig] = None,
+                     generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """p(y | x) = E_{p(z|x)}[p(y | z)] of a symbol-vector prior, (batch, K): the mean of softmax f_alpha(z)
+        over the ``n_chains`` posterior chains of :meth:`encode` (with an amortized posterior, at its mean)."""
+        if not hasattr(self.prior, "symbol_log_probs"):
+            raise ValueError(f"this model's prior ({self.prior.kind}) has no symbols; clustering needs "
+                             f"prior.kind: symbol_vector")
+        with torch.enable_grad():
+            codes = self.encode(x, n_chains, chain, generator)
+        z = codes.samples if codes.samples is not None else codes.mean.unsqueeze(1)
+        B, C, d = z.shape
+        return self.prior.symbol_log_probs(z.reshape(B * C, d)).exp().view(B, C, -1).mean(1)
+
+    def cluster(self, x, n_chains: int = 8, chain: Optional[ChainConfig] = None,
+                generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(the most probable symbol of each input, (batch,), and p(y | x), (batch, K)): :meth:`symbol_probs`."""
+        p = self.symbol_probs(x, n_chains, chain, generator)
+        return p.argmax(-1), p
 
     # ---- persistence -----------------------------------------------------------------------------------
     def save_pretrained(self, directory) -> Path:
@@ -342,6 +513,45 @@ def _posterior_density(prior, decoder_log_prob, ctx, z: torch.Tensor, prior_weig
     return lp + decoder_log_prob(ctx, z)
 
 
+class Codes(NamedTuple):
+    """Codes of inputs (:meth:`LatentEBMModel.encode`): ``mean`` and ``std`` (batch, d), the chains' final states
+    ``samples`` (batch, C, d) when chains were run (else None), and ``source``: ``"encoder"`` (the amortized
+    posterior q(z | x)) or ``"chains"`` (the model's posterior chains)."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    samples: Optional[torch.Tensor]
+    source: str
+
+
+def interpolate_codes(a: torch.Tensor, b: torch.Tensor, steps: int, spherical: bool = False,
+                      center: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """(steps, d) codes from a to b at t_i = i / (steps - 1), whose first and last rows are a and b exactly.
+
+    Linear: z(t) = (1 - t) a + t b (Bowman et al. 2016, "Generating Sentences from a Continuous Space", Sec. 5).
+    Spherical (slerp; Shoemake 1985, White 2016 "Sampling Generative Networks" for latent spaces), about
+    ``center`` c (default the origin): with u = a - c, v = b - c and the angle omega between them,
+        z(t) = c + sin((1 - t) omega) / sin(omega) u + sin(t omega) / sin(omega) v,
+    which keeps z(t) - c near the shell where a Gaussian's mass is; nearly parallel u, v (sin omega < 1e-6) fall
+    back to the linear path."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"steps must be an integer >= 2 (the two endpoints included), got {steps!r}")
+    a, b = a.detach().float().reshape(-1), b.detach().float().reshape(-1)
+    if a.shape != b.shape:
+        raise ValueError(f"the two codes differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
+    t = torch.linspace(0.0, 1.0, steps, device=a.device).unsqueeze(1)
+    path = (1 - t) * a + t * b
+    if spherical:
+        c = torch.zeros_like(a) if center is None else center.detach().float().to(a.device).reshape(-1)
+        u, v = a - c, b - c
+        cos = torch.dot(u, v) / (u.norm() * v.norm()).clamp_min(1e-30)
+        omega = torch.arccos(cos.clamp(-1.0, 1.0))
+        if float(torch.sin(omega)) >= 1e-6:
+            path = c + (torch.sin((1 - t) * omega) * u + torch.sin(t * omega) * v) / torch.sin(omega)
+    path[0], path[-1] = a, b
+    return path
+
+
 def recipe_chains(recipe) -> Tuple[ChainConfig, ChainConfig]:
     """(prior chain, posterior chain) of a recipe: the one place where the recipe's chain keys become chains.
 
@@ -410,6 +620,10 @@ def build_model(recipe, tokenizer=None) -> LatentEBMModel:
     ref = dict(reference=p.reference, reference_momentum=p.reference_momentum)
     if p.kind == "gaussian":
         prior = GaussianPrior(m.latent_dim, sigma0=p.sigma0, **ref)
+    elif p.kind == "symbol_vector":
+        prior = SymbolVectorPrior(m.latent_dim, n_symbols=p.n_symbols, hidden=p.hidden, n_layers=p.n_layers,
+                                  activation=p.activation, negative_slope=p.negative_slope, sigma0=p.sigma0,
+                                  f_clamp=p.f_clamp, **ref)
     else:
         prior = LatentEBMPrior(m.latent_dim, hidden=p.hidden, n_layers=p.n_layers, activation=p.activation,
                                negative_slope=p.negative_slope, sigma0=p.sigma0, f_clamp=p.f_clamp, **ref)

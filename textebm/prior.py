@@ -206,11 +206,99 @@ class GaussianPrior(Energy):
         return 0.0, 0.0
 
 
-PRIORS = {"ebm": LatentEBMPrior, "gaussian": GaussianPrior}
+class SymbolVectorPrior(LatentEBMPrior):
+    """The symbol-vector coupling prior (Pang & Wu 2021, "Latent Space Energy-Based Model of Symbol-Vector
+    Coupling for Text Generation and Classification", eq. 2-4; code: bpucla/ibebm): a discrete symbol y in
+    {1..K} (one-hot) coupled with the vector z,
+
+        p_alpha(y, z) = exp(<y, f_alpha(z)>) N(z; 0, sigma0^2 I) / Z(alpha),     f_alpha: R^d -> R^K,
+
+    whose marginal over y is an EBM prior of the usual form with the tilt
+
+        f(z) = log sum_k exp f_k(z)                      (:meth:`f`, what every sampler and learning rule sees)
+
+    and the same normalizer Z(alpha) = E_{N(0, sigma0^2 I)}[sum_k exp f_k(z)]. The symbol given the vector is a
+    softmax, p(y = k | z) = exp f_k(z) / sum_j exp f_j(z) (:meth:`symbol_log_probs`: sentences cluster by the most
+    probable symbol of their codes), and the vector given a symbol is an EBM prior of its own,
+    p(z | y = k) ∝ exp(f_k(z)) N(z; 0, sigma0^2 I) (:meth:`log_prob_given`, sampled by :meth:`sample_symbol` with
+    any chain), so generation can be conditioned on a symbol. Learning p(z) by the short-run maximum likelihood
+    of :class:`LatentEBMPrior` learns the joint, since the marginal's gradient is E_post[grad f] - E_prior[grad f]
+    with f the log-sum-exp; the paper's information term on the symbols is the learning rules' regularizer
+    ``symbol_information`` (:func:`textebm.objectives.regularizers.symbol_information`).
+
+    Args: those of :class:`LatentEBMPrior`, plus ``n_symbols`` K (the network's last layer has K outputs).
+    ``f_clamp`` bounds each f_k (so f stays below f_clamp + log K).
+    """
+
+    kind = "symbol_vector"
+
+    @captures_config
+    def __init__(self, latent_dim: int, n_symbols: int = 10, hidden: int = 200, n_layers: int = 2,
+                 activation: str = "leaky_relu", negative_slope: float = 0.2, sigma0: float = 1.0,
+                 f_clamp: Optional[float] = None, reference: str = "gaussian", reference_momentum: float = 0.99):
+        if n_symbols < 1:
+            raise ValueError(f"n_symbols must be >= 1, got {n_symbols}")
+        super().__init__(latent_dim, hidden, n_layers, activation, negative_slope, sigma0, f_clamp, reference,
+                         reference_momentum)
+        self.n_symbols = int(n_symbols)
+        self.net = mlp(latent_dim, hidden, n_layers, self.n_symbols, activation, negative_slope)
+
+    def symbol_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """f_alpha(z) = (f_1(z), ..., f_K(z)), each soft-clamped by ``f_clamp``; shape (batch, K)."""
+        self._check(z)
+        return soft_clamp(self.net(z), self.f_clamp)
+
+    def f(self, z: torch.Tensor) -> torch.Tensor:
+        """The marginal tilt log sum_k exp f_k(z); shape (batch,)."""
+        return torch.logsumexp(self.symbol_logits(z), dim=-1)
+
+    def symbol_log_probs(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(y = k | z) = f_k(z) - log sum_j exp f_j(z); shape (batch, K)."""
+        return torch.log_softmax(self.symbol_logits(z), dim=-1)
+
+    def _symbols(self, y, n: int, device) -> torch.Tensor:
+        y = torch.as_tensor(y, dtype=torch.long, device=device)
+        if y.dim() == 0:
+            y = y.expand(n)
+        if y.shape != (n,):
+            raise ValueError(f"symbols must be one symbol or one per row ({n}); got shape {tuple(y.shape)}")
+        if bool(((y < 0) | (y >= self.n_symbols)).any()):
+            raise ValueError(f"symbols must be in 0..{self.n_symbols - 1}; got {y.unique().tolist()}")
+        return y
+
+    def log_prob_given(self, z: torch.Tensor, y) -> torch.Tensor:
+        """log p(z | y) up to its normalizer: f_y(z) + log p0(z), for one symbol ``y`` (an int) or one per row (a
+        (batch,) tensor); shape (batch,). What a conditional chain samples."""
+        y = self._symbols(y, z.shape[0], z.device)
+        return self.symbol_logits(z).gather(1, y[:, None]).squeeze(1) + self.log_reference(z)
+
+    def sample_symbol(self, n: int, y, chain=None, z0: Optional[torch.Tensor] = None,
+                      generator: Optional[torch.Generator] = None, return_samples: bool = False, **run_kwargs):
+        """n samples of p(z | y) ∝ exp(f_y(z)) N(z; 0, sigma0^2 I) by ``chain`` (a
+        :class:`~textebm.sampling.chain.ChainConfig`, default :attr:`default_chain`; a model passes its prior
+        chain) from ``z0`` or the reference; ``y`` is one symbol or one per row. Like :meth:`sample` otherwise."""
+        from .sampling import frozen
+
+        if z0 is None:
+            if n < 1:
+                raise ValueError(f"n must be >= 1, got {n}")
+            z0 = self.sample_reference(n, generator=generator)
+        else:
+            self._check(z0)
+        y = self._symbols(y, z0.shape[0], z0.device)
+        chain = self.default_chain if chain is None else chain
+        run_kwargs.pop("graphs", None)  # a conditional chain runs eagerly (its target is not a captured density)
+        with frozen(self):
+            out = chain.run(lambda z: self.log_prob_given(z, y), z0, generator=generator, **run_kwargs)
+        return out if return_samples else out.z
+
+
+PRIORS = {"ebm": LatentEBMPrior, "gaussian": GaussianPrior, "symbol_vector": SymbolVectorPrior}
 
 
 def build_prior(kind: str = "ebm", **kwargs) -> Energy:
-    """A prior by its recipe name (``ebm`` or ``gaussian``) from its constructor arguments (``prior.config``)."""
+    """A prior by its recipe name (``ebm``, ``gaussian`` or ``symbol_vector``) from its constructor arguments
+    (``prior.config``)."""
     if kind not in PRIORS:
         raise ValueError(f"unknown prior kind {kind!r}; choose one of {sorted(PRIORS)}")
     return PRIORS[kind](**kwargs)

@@ -1,5 +1,7 @@
-"""``textebm`` command line: one module per command (``train``, ``sample``, ``eval``, ``chain``, ``ngram``,
-``plot``, ``compare``, ``push``, ``recipes``), each with ``add_parser(subparsers)`` and ``run(args) -> exit status``.
+"""``textebm`` command line: one module per command (``train``, ``sample``, ``encode``, ``reconstruct``,
+``interpolate``, ``cluster``, ``eval``, ``chain``, ``ngram``, ``plot``, ``compare``, ``push``, ``recipes``), each
+with ``add_parser(subparsers)`` and ``run(args) -> exit status`` (:mod:`.inputs` holds what the latent commands
+share).
 
 Every module imports only the standard library at import time, so ``textebm --help`` is fast; torch and the optional
 libraries are imported inside ``run``. Errors caused by the input (files, recipes, arguments) print one line
@@ -12,7 +14,8 @@ import sys
 
 from .common import Parser, UserError
 
-COMMANDS = ("train", "sample", "eval", "chain", "fit-prior", "ngram", "plot", "compare", "push", "recipes")
+COMMANDS = ("train", "sample", "encode", "reconstruct", "interpolate", "cluster", "eval", "chain", "fit-prior", "ngram",
+            "plot", "compare", "push", "recipes")
 
 
 def _module(name: str):

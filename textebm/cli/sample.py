@@ -1,4 +1,6 @@
-"""``textebm sample RUN``: sentences (one per line on stdout) or a PNG grid of images from a trained model."""
+"""``textebm sample RUN``: sentences (one per line on stdout) or a PNG grid of images from a trained model; with
+``--near SENTENCE [--radius R]`` variations of a sentence, with ``--symbol K`` (symbol-vector runs) samples of one
+symbol."""
 from __future__ import annotations
 
 import sys
@@ -27,6 +29,17 @@ def add_parser(sub) -> None:
     s.add_argument("--seed", type=seed_type, default=0)
     s.add_argument("--device", default="cpu")
     s.add_argument("--out", help="image models: the PNG grid to write (default samples.png)")
+    w = s.add_mutually_exclusive_group()
+    w.add_argument("--near", metavar="SENTENCE",
+                   help="variations of this sentence: decodes of codes from its posterior (its posterior chains, or "
+                        "draws of the run's amortized posterior), or with --radius from around its code")
+    w.add_argument("--symbol", type=int_in(0), default=None, metavar="K",
+                   help="symbol-vector runs: codes from p(z | y = K), the prior conditioned on symbol K")
+    s.add_argument("--radius", type=float_in(0.0, low_open=False), default=None, metavar="R",
+                   help="with --near: codes drawn from N(m, R^2 I) about the sentence's code m (the mean of its "
+                        "posterior) instead of from its posterior")
+    s.add_argument("--chains", type=int_in(1, 10 ** 4), default=8,
+                   help="with --near --radius: posterior chains whose mean is the code m (default 8)")
 
 
 def run(args) -> int:
@@ -36,6 +49,8 @@ def run(args) -> int:
     from .common import device as resolve
 
     dev = resolve(args.device)
+    if args.radius is not None and args.near is None:
+        raise ValueError("--radius goes with --near SENTENCE (the neighbourhood of which sentence?)")
     if args.out and not Path(args.out).resolve().parent.is_dir():
         raise FileNotFoundError(f"cannot write {args.out}: its directory does not exist")
     check_output(args.out, "--out")
@@ -48,6 +63,15 @@ def run(args) -> int:
                                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     gen = torch.Generator(device=dev)
     gen.manual_seed(args.seed)
+    if (args.near is not None or args.symbol is not None) and model.is_image:
+        raise ValueError("--near and --symbol are for text runs; this is an image run")
+    if args.symbol is not None:
+        if not hasattr(model.prior, "sample_symbol"):
+            raise ValueError(f"--symbol needs a symbol-vector run (prior.kind: symbol_vector); this run's prior is "
+                             f"{model.prior.kind!r}")
+        if args.symbol >= model.prior.n_symbols:
+            raise ValueError(f"--symbol {args.symbol}: this run has {model.prior.n_symbols} symbols, 0 to "
+                             f"{model.prior.n_symbols - 1}")
     if model.is_image:  # one PNG grid
         from ..eval.image_metrics import save_image_grid
 
@@ -60,7 +84,12 @@ def run(args) -> int:
     left, out = args.n, sys.stdout
     while left > 0:
         m = min(left, args.batch_size)
-        for sent in model.generate(m, chain=chain, generator=gen, **decoding):
+        if args.near is not None:
+            _, sents = model.sample_near(args.near, m, radius=args.radius, generator=gen, n_chains=args.chains,
+                                         **decoding)
+        else:
+            sents = model.generate(m, chain=chain, generator=gen, symbol=args.symbol, **decoding)
+        for sent in sents:
             # an empty decode still prints a visible line, so the output has exactly N non-empty lines
             out.write((sent if sent.strip() else "<empty>") + "\n")
         left -= m

@@ -156,6 +156,28 @@ def prior_fit_report(model, args, train_s, pcfg=None) -> dict:
     return fit
 
 
+def latent_tools_report(model, args, subset, pcfg) -> dict:
+    """What the latent does on a corpus with a grammar (:mod:`textebm.eval.clusters`): reconstruction from each
+    sentence's code (greedy), the grammaticality of decodes along paths between 100 random pairs of the split's
+    sentences, and for a symbol-vector prior the clusters' NMI / ARI against the sentence types and the purity
+    of 100 conditional samples per symbol."""
+    from ..latent_tools import reconstruct_all
+    from .clusters import interpolation_report, symbol_report
+
+    log(f"latent tools: reconstruction and interpolation of {len(subset)} {args.split} sentences ...")
+    chains = args.chains or 8
+    _, _, rec = reconstruct_all(model, subset, n_chains=chains, seed=args.seed)
+    code = "the amortized posterior's mean" if model.encoder is not None else f"the mean of {chains} posterior chains"
+    out = {"reconstruction": {**rec, "protocol": f"each sentence decoded greedily from its code ({code})"},
+           "interpolation": interpolation_report(model, subset, pcfg, n_pairs=100, n_chains=chains,
+                                                 seed=args.seed, split=args.split)}
+    if hasattr(model.prior, "symbol_log_probs"):
+        log(f"latent tools: clusters of {len(subset)} {args.split} sentences and samples of each symbol ...")
+        out["symbols"] = symbol_report(model, subset, pcfg, n_per_symbol=100, n_chains=chains, seed=args.seed,
+                                       decoding=decoding_args(args), split=args.split)
+    return out
+
+
 def _decoding(model, args) -> dict:
     from ..model import recipe_decoding
 
@@ -272,6 +294,10 @@ def evaluate_run(model, args, run_path) -> dict:
         t0 = time.perf_counter()
         report["prior_fit"] = prior_fit_report(model, args, train_s, pcfg)
         report["timing_s"]["prior_fit"] = time.perf_counter() - t0
+        if pcfg is not None:
+            t0 = time.perf_counter()
+            report["latent_tools"] = latent_tools_report(model, args, subset, pcfg)
+            report["timing_s"]["latent_tools"] = time.perf_counter() - t0
     truth = grammar_truth(model, args, samples, train_s, subset, report.get("nll"), pcfg)
     if truth is not None:
         report["truth"] = truth

@@ -254,7 +254,7 @@ def plot_prior_chain(run, out_dir=None, steps: int = 200, n_chains: int = 64, se
     if not (run.is_file() or is_saved_model(run) or list_checkpoints(run)):
         return None, f"{run} holds no model yet: no prior chain drawn"
     model = load_model(run)
-    if model.prior.kind != "ebm":
+    if model.prior.fixed or model.prior.kind == "gaussian":
         return None, "the Gaussian prior is sampled exactly: no chain to draw"
     gen = torch.Generator().manual_seed(seed)
     out = model.sample_prior(n_chains, model.prior_chain.replace(n_steps=steps), generator=gen, trace=True,

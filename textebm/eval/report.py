@@ -106,6 +106,24 @@ def metric_rows(report: dict) -> List[tuple]:
         rows.append(("prior fit: f(z+) - f(z-) (nats)", _fmt(fit.get("f_gap"), 3),
                      f"mean distance to the nearest posterior code: prior {_fmt(fit.get('nn_prior'), 2)}, "
                      f"N(0,I) {_fmt(fit.get('nn_reference'), 2)}, posterior {_fmt(fit.get('nn_posterior'), 2)}"))
+    tools = report.get("latent_tools")
+    if tools is not None:
+        rc, ip = tools.get("reconstruction") or {}, tools.get("interpolation") or {}
+        rows.append(("reconstruction from codes: token accuracy", _fmt(rc.get("token_acc"), 3),
+                     f"greedy from each sentence's code; BLEU-4 {_fmt(rc.get('bleu'), 3)}, exact "
+                     f"{_fmt(rc.get('exact'), 3)}, {rc.get('n')} sentences"))
+        rows.append(("interpolation: decodes the grammar derives", _fmt(ip.get("grammatical"), 3),
+                     f"{ip.get('n_pairs')} random pairs, {ip.get('steps')} points each (endpoints included); "
+                     f"between the endpoints {_fmt(ip.get('grammatical_interior'), 3)}"))
+        sy = tools.get("symbols")
+        if sy is not None:
+            rows.append(("symbols: NMI / ARI of clusters against sentence types",
+                         f"{_fmt(sy.get('nmi'), 3)} / {_fmt(sy.get('ari'), 3)}",
+                         f"symbols used: {sum(1 for v in sy.get('symbol_usage', []) if v)} of "
+                         f"{len(sy.get('symbol_usage', []))}"))
+            rows.append(("symbols: purity of conditional samples", _fmt(sy.get("purity"), 3),
+                         f"fraction of a symbol's samples of its majority type; grammatical "
+                         f"{_fmt(sy.get('samples_grammatical'), 3)}"))
     tr = report.get("truth")
     if tr is not None:
         st = tr.get("samples")

@@ -3,8 +3,8 @@
 Rules (``OBJECTIVES``): ``mle`` (short-run MCMC maximum likelihood), ``fdiv`` (f-divergences, pick one with
 ``divergence=``), ``stein_cd`` (Stein contrastive divergence), ``ksd`` (kernel Stein discrepancy).
 Amortized samplers (``AMORTIZERS``) wrap a rule and supply its negatives: ``inclusive``, ``maxent``, ``svgd``.
-Regularizers (``potential_control``, ``grad_penalty``) wrap any of them. :func:`build_objective` assembles
-all three from recipe values.
+Regularizers (``potential_control``, ``grad_penalty``, ``symbol_information``) wrap any of them.
+:func:`build_objective` assembles all three from recipe values.
 
 Every rule works on any energy model with ``f``, ``log_prob_unnormalized`` and ``parameters`` (the latent
 prior, or :class:`DataEBM` over data vectors).
@@ -16,12 +16,12 @@ from .base import PriorObjective
 from .data_ebm import DataEBM, fit_ebm, loss_parameters, setup_objective
 from .fdiv import DIVERGENCES, Divergence, FDivergence, get_divergence
 from .mle import ShortRunMLE
-from .regularizers import Regularized, gradient_penalty, potential_control
+from .regularizers import Regularized, gradient_penalty, potential_control, symbol_information
 from .stein import KSD, SteinCD, kernel_stein_discrepancy
 
 OBJECTIVES = {"mle": ShortRunMLE, "fdiv": FDivergence, "stein_cd": SteinCD, "ksd": KSD}
 
-REGULARIZER_KEYS = ("potential_control", "grad_penalty")
+REGULARIZER_KEYS = ("potential_control", "grad_penalty", "symbol_information")
 
 
 def _init_params(cls) -> list:
@@ -69,7 +69,8 @@ def build_objective(objective: str = "mle", amortizer=None, **kwargs) -> PriorOb
 
     Keyword arguments:
         the rule's own arguments (e.g. ``divergence``, ``alpha`` for fdiv; ``step_size`` for stein_cd);
-        ``potential_control``, ``grad_penalty``: regularizer weights (0 = off; see :mod:`.regularizers`);
+        ``potential_control``, ``grad_penalty``, ``symbol_information``: regularizer weights (0 = off; see
+        :mod:`.regularizers`);
         ``amortizer_args``: dict of the amortizer's arguments (``lr``, ``revise_steps``, ...);
         ``latent_dim``: passed to the rule and the amortizer when they take it (else built on first use).
 
@@ -111,6 +112,7 @@ def build_objective(objective: str = "mle", amortizer=None, **kwargs) -> PriorOb
 
 __all__ = ["PriorObjective", "ShortRunMLE", "FDivergence", "Divergence", "DIVERGENCES", "get_divergence",
            "SteinCD", "KSD", "kernel_stein_discrepancy", "Regularized", "potential_control", "gradient_penalty",
+           "symbol_information",
            "AmortizedSampler", "InclusiveSampler", "MaxEntropySampler", "AmortizedSVGD", "AMORTIZERS",
            "OBJECTIVES", "get_objective", "get_amortizer", "build_objective", "DataEBM", "fit_ebm",
            "setup_objective", "loss_parameters"]

@@ -10,7 +10,19 @@
   the energy surface around the data, making data points local maxima of f and sampling easier.
 
 Both act on f, the network output, at the positives z+ (the posterior samples in the latent model).
-Recipe keys: ``potential_control: 0.0`` and ``grad_penalty: 0.0`` (off).
+
+* Symbol information, - lambda_I * I(y; z+) for a symbol-vector prior (:class:`textebm.prior.SymbolVectorPrior`;
+  Pang & Wu 2021, Sec. 3.3, the information term of their bpucla/ibebm code): the mutual information between the
+  symbol y and the posterior codes of the batch's sentences under p(y | z) = softmax(f_alpha(z)),
+
+      I(y; z+) = H( mean_i p(y | z+_i) ) - mean_i H( p(y | z+_i) ),
+
+  an estimate of the information the symbol carries about the sentences x. Maximizing it makes each sentence's
+  symbol certain (the second term) while all symbols are used (the first), so that the symbols partition the
+  codes of the data into clusters instead of one symbol explaining everything.
+
+Recipe keys (under ``prior.objective_args``): ``potential_control: 0.0``, ``grad_penalty: 0.0`` and
+``symbol_information: 0.0`` (off).
 """
 from __future__ import annotations
 
@@ -34,8 +46,20 @@ def gradient_penalty(model, z: torch.Tensor) -> torch.Tensor:
     return g.pow(2).sum(-1).mean()
 
 
+def symbol_information(model, z: torch.Tensor) -> torch.Tensor:
+    """I(y; z) = H(mean_i p(y | z_i)) - mean_i H(p(y | z_i)) over the rows z_i of z, in nats, differentiable in the
+    prior's parameters (``model.symbol_log_probs``: a symbol-vector prior). Between 0 and log K."""
+    log_p = model.symbol_log_probs(z.detach())                      # (n, K)
+    p = log_p.exp()
+    marginal = p.mean(0)
+    h_marginal = -(marginal * torch.log(marginal.clamp_min(1e-30))).sum()
+    h_conditional = -(p * log_p).sum(-1).mean()
+    return h_marginal - h_conditional
+
+
 class Regularized(PriorObjective):
-    """Wrap a base rule and add potential control and/or the zero-centered gradient penalty to its loss.
+    """Wrap a base rule and add potential control, the zero-centered gradient penalty and/or (symbol-vector
+    priors) the symbol information term to its loss.
 
     ``negatives``, ``after_step``, ``setup`` and ``amortizer_parameters`` are those of the base rule.
 
@@ -43,18 +67,22 @@ class Regularized(PriorObjective):
         base: the wrapped :class:`PriorObjective`.
         potential_control: alpha_p >= 0.
         grad_penalty: lambda >= 0.
+        symbol_information: lambda_I >= 0 (the loss gains - lambda_I * I(y; z+)).
     """
 
-    def __init__(self, base: PriorObjective, potential_control: float = 0.0, grad_penalty: float = 0.0):
+    def __init__(self, base: PriorObjective, potential_control: float = 0.0, grad_penalty: float = 0.0,
+                 symbol_information: float = 0.0):
         super().__init__()
         if not isinstance(base, PriorObjective):
             raise TypeError(f"base must be a PriorObjective, got {type(base).__name__}")
-        for key, val in (("potential_control", potential_control), ("grad_penalty", grad_penalty)):
+        for key, val in (("potential_control", potential_control), ("grad_penalty", grad_penalty),
+                         ("symbol_information", symbol_information)):
             if not val >= 0:
                 raise ValueError(f"{key} must be >= 0, got {val}")
         self.base = base
         self.potential_control = float(potential_control)
         self.grad_penalty = float(grad_penalty)
+        self.symbol_information = float(symbol_information)
         self.name = base.name
         self.requires_negatives = base.requires_negatives
 
@@ -81,6 +109,13 @@ class Regularized(PriorObjective):
             gp = gradient_penalty(prior, z_pos)
             loss = loss + self.grad_penalty * gp
             stats["grad_penalty"] = gp.detach()
+        if self.symbol_information > 0:
+            if not hasattr(prior, "symbol_log_probs"):
+                raise ValueError(f"symbol_information needs a prior with symbols (prior.kind: symbol_vector); this "
+                                 f"prior is {getattr(prior, 'kind', type(prior).__name__)!r}")
+            info = symbol_information(prior, z_pos)
+            loss = loss - self.symbol_information * info
+            stats["symbol_information"] = info.detach()
         return loss, stats
 
     def after_step(self, prior, z_pos: torch.Tensor, z_neg: Optional[torch.Tensor]) -> dict:
