@@ -121,3 +121,27 @@ def test_refitting_the_prior_moves_it_onto_the_frozen_codes():
     torch.testing.assert_close(model.prior.net[0].weight[0], codes.mean(0), atol=0.08, rtol=0)
     torch.testing.assert_close(z.mean(0), codes.mean(0), atol=0.1, rtol=0)
     assert share(z) > 0.25  # from 1/16
+
+
+def test_the_run_reports_what_share_of_its_wall_time_validation_took(toy_corpus, tmp_path, monkeypatch):
+    """Each validation record carries its time; the summary's share is their sum over the run's wall time."""
+    import json
+    import time
+
+    from textebm.train import validation
+
+    slow = validation.Validator.__call__
+
+    def validate_slowly(self, *a, **kw):  # a known validation cost: at least 0.2 s each
+        time.sleep(0.2)
+        return slow(self, *a, **kw)
+
+    monkeypatch.setattr(validation.Validator, "__call__", validate_slowly)
+    summary = train(tiny_recipe(toy_corpus, "train.steps=4", "train.eval_every=2"), tmp_path / "run", device="cpu",
+                    progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    times = [r["valid_time_s"] for r in records if "valid_time_s" in r]
+    assert len(times) == 3 and min(times) >= 0.2  # steps 0, 2 and 4
+    assert summary["validation_fraction"] == pytest.approx(sum(times) / summary["time_wall_s"])
+    assert 0 < summary["validation_fraction"] < 1
+    assert any(line.startswith("validation took ") for line in summary["report_lines"])

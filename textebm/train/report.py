@@ -59,4 +59,7 @@ def report_lines(summary: dict) -> List[str]:
     fit = prior_fit_line(end, "valid_fit_")
     if fit:
         lines.append(f"{fit} (at the end)")
+    if summary.get("time_wall_s"):
+        lines.append(f"validation took {100 * summary['validation_fraction']:.1f} % of the run's "
+                     f"{summary['time_wall_s']:.0f} s")
     return lines

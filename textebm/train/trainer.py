@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -267,6 +268,7 @@ class Trainer:
         if main:
             self._announce()
         summary = self._resumed_summary()
+        self._started, self._validating = time.perf_counter(), 0.0
         with StopOnSignals(self._stop), MetricsLogger(self.run_dir, t.report_to, enabled=main) as metrics, \
                 self._progress_bar() as bar:
             if self.step == 0 and main:
@@ -288,6 +290,9 @@ class Trainer:
                     self._validate(metrics, summary, bar)
                 if main and self.step % t.save_every == 0:
                     self.save_checkpoint()
+        wall = time.perf_counter() - self._started
+        summary["time_wall_s"] = wall
+        summary["validation_fraction"] = self._validating / wall if wall > 0 else 0.0
         self._finish(summary)
         return summary
 
@@ -318,7 +323,10 @@ class Trainer:
 
     def _validate(self, metrics, summary: dict, bar) -> None:
         """Validate, log the record, and keep the first (``_start``) and latest (``_end``) values in ``summary``."""
+        t0 = time.perf_counter()
         ev = self.evaluate()
+        ev["valid_time_s"] = time.perf_counter() - t0
+        self._validating += ev["valid_time_s"]
         metrics.log({"step": self.step, **ev})
         for k, v in ev.items():
             summary.setdefault(f"{k}_start", v)
