@@ -45,6 +45,23 @@ def test_default_rule_probabilities_sum_to_one():
         assert all(p > 0 for p, _ in alts), lhs
 
 
+def test_open_word_classes_have_zipf_probabilities():
+    # rank r (from 0) has probability proportional to 1 / (r + 2); all forms of a noun or verb share it
+    for lhs in G.OPEN_CLASSES:
+        alts = DEFAULT_GRAMMAR[lhs]
+        weights = [1.0 / (r + 2.0) for r in range(len(alts))]
+        assert [p for p, _ in alts] == [w / math.fsum(weights) for w in weights], lhs
+    assert [p for p, _ in DEFAULT_GRAMMAR["VT_SG"]] == [p for p, _ in DEFAULT_GRAMMAR["VT_PAST"]]
+    closed = [a for a, alts in DEFAULT_GRAMMAR.items() if a not in G.OPEN_CLASSES
+              and all(len(r.split()) == 1 and r not in DEFAULT_GRAMMAR for _, r in alts)]
+    assert closed and set(closed) <= {"DET_SG", "DET_PL", "PRON_SG", "PRON_PL", "REL", "CONJ", "WH_OBJ", "WH_ADV"}
+
+
+def test_the_shipped_grammar_is_its_data_file():
+    assert default_grammar().to_json() == PCFG.load_json(G.DEFAULT_GRAMMAR_FILE).to_json()
+    assert default_grammar().start == G.DEFAULT_START
+
+
 def test_rejects_probabilities_that_do_not_sum_to_one():
     with pytest.raises(ValueError, match="'S'"):
         PCFG.from_rules({"S": [(0.5, "a"), (0.4, "b")]}, "S")
