@@ -7,11 +7,14 @@ import itertools
 import json
 import math
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from textebm.data import grammar as G
+from textebm.data import grammar_corpus as GC
 from textebm.data.grammar import DEFAULT_GRAMMAR, PCFG, default_grammar
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -338,7 +341,7 @@ def test_shipped_sentences_have_finite_log_prob(g, shipped):
 
 
 def test_regeneration_is_byte_identical(tmp_path):
-    G.generate_corpus(tmp_path, seed=SEED)
+    GC.generate_corpus(tmp_path, seed=SEED)
     for f in ("train.txt", "valid.txt", "test.txt", "stats.json", "README.md"):
         assert (tmp_path / f).read_bytes() == (DATA / f).read_bytes(), f
 
@@ -374,11 +377,20 @@ def test_stats_match_recomputation(g, shipped):
 
 def test_main_cli(tmp_path):
     out = tmp_path / "small"
-    assert G.main(["--out", str(out), "--seed", "5", "--n-train", "30", "--n-valid", "4", "--n-test", "3"]) == 0
+    assert GC.main(["--out", str(out), "--seed", "5", "--n-train", "30", "--n-valid", "4", "--n-test", "3"]) == 0
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
     assert [stats[k]["n_sentences"] for k in G.SPLITS] == [30, 4, 3]
     assert len(G.read_split(out / "train.txt")) == 30
     assert "--seed 5 --n-train 30 --n-valid 4 --n-test 3" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_documented_regeneration_command_runs(tmp_path):
+    out = tmp_path / "small"
+    proc = subprocess.run([sys.executable, "-m", "textebm.data.grammar_corpus", "--out", str(out), "--n-train", "5",
+                           "--n-valid", "1", "--n-test", "1"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(G.read_split(out / "train.txt")) == 5 and (out / "README.md").is_file()
+    assert "python -m textebm.data.grammar_corpus --out data/grammar" in (ROOT / "README.md").read_text()
 
 
 def test_a_huge_rule_with_a_unary_cycle_is_one_error_not_a_dense_matrix(tmp_path):
