@@ -6,7 +6,6 @@ import collections
 import itertools
 import json
 import math
-import pathlib
 import subprocess
 import sys
 
@@ -17,7 +16,8 @@ from textebm.data import grammar as G
 from textebm.data import grammar_corpus as GC
 from textebm.data.grammar import DEFAULT_GRAMMAR, PCFG, default_grammar
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 DATA = ROOT / "data" / "grammar"
 SEED = 0
 
@@ -398,10 +398,6 @@ def test_a_huge_rule_with_a_unary_cycle_is_one_error_not_a_dense_matrix(tmp_path
     (MemoryError, a traceback). Long rules are bounded; unary cycles are closed over their own symbols only."""
     import os
     import resource
-    import subprocess
-    import sys
-
-    from conftest import ROOT
 
     path = tmp_path / "grammar.json"
     words = " ".join(f"w{i}" for i in range(15000))
