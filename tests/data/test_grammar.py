@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import collections
+import fnmatch
 import itertools
 import json
 import math
+import pathlib
 import subprocess
 import sys
 
@@ -63,6 +65,14 @@ def test_open_word_classes_have_zipf_probabilities():
 def test_the_shipped_grammar_is_its_data_file():
     assert default_grammar().to_json() == PCFG.load_json(G.DEFAULT_GRAMMAR_FILE).to_json()
     assert default_grammar().start == G.DEFAULT_START
+
+
+def test_the_grammar_file_is_package_data():
+    # a wheel install has no data/grammar/: it regenerates the corpus from this file
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["textebm"]
+    name = pathlib.Path(G.DEFAULT_GRAMMAR_FILE).resolve().relative_to(ROOT / "textebm").as_posix()
+    assert any(fnmatch.fnmatch(name, pat) for pat in patterns), (name, patterns)
 
 
 def test_rejects_probabilities_that_do_not_sum_to_one():
