@@ -3,7 +3,7 @@
 Written the way the paper's one-page listing is: a Python loop of ``torch.autograd.grad`` calls on
 energies, the decoder run from scratch at every Langevin step (embeddings recomputed, the fused ``nn.LSTM``),
 nothing cached. It uses the same parameters and the same noise stream as the library's fast path, so the two can
-be compared number for number (``tests/test_fast_path.py``).
+be compared number for number (``tests/sampling/test_fast_path.py``).
 """
 from __future__ import annotations
 

@@ -133,3 +133,14 @@ def test_help_imports_nothing_heavy():
             "'sentencepiece', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_the_tests_mirror_the_package():
+    """Each folder of tests/ is named after a subpackage of textebm, and no two test files share a name (the folders
+    have no __init__.py, so pytest imports test files by their base name)."""
+    tests = ROOT / "tests"
+    folders = sorted(p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
+    assert folders and all((PKG / f / "__init__.py").is_file() for f in folders), folders
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted(n for n in set(names) if names.count(n) > 1)
+    assert not list(tests.rglob("__init__.py"))

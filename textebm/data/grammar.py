@@ -1,9 +1,24 @@
 """A small probabilistic context-free grammar with exactly computable sentence probabilities.
 
-The bundled corpus in ``data/grammar/`` is sampled from :data:`DEFAULT_GRAMMAR`.  Because the
+The bundled corpus in ``data/grammar/`` is sampled from the shipped grammar, :func:`default_grammar` (its rules are
+the package data file ``grammar_default.json``, :data:`DEFAULT_GRAMMAR_FILE`).  Because the
 generating distribution is known, the exact negative log-likelihood of any sentence can be
 computed (:meth:`PCFG.log_prob`, the inside algorithm summed over all derivations) and used as
 the "true entropy" reference that language models trained on the corpus are compared against.
+
+The shipped grammar
+-------------------
+Nonterminals are UPPER_CASE, terminals are lowercase words or punctuation; a symbol is a nonterminal exactly when
+it has rules.  Recursion is bounded by construction: the symbols ending in "1" (CL1, VP1_*, SUBJ1_*, OBJ1) are the
+"depth 1" copies that cannot embed anything further, so the grammar is acyclic and the longest sentence has a fixed
+length (29 tokens, see :meth:`PCFG.max_length`).  Verb forms: *_SG is 3rd person singular present ("sees"), *_PL is
+the plural present, which doubles as the bare form after auxiliaries ("see"), *_PAST is the past tense ("saw").
+Subjects agree in number with present-tense verbs, also across a relative clause ("the dog that the cats chase
+sleeps").  Prepositional phrases and adverbs after an object are attachment-ambiguous (to the object's noun phrase
+or relative clause, or to the verb phrase), so some sentences have several derivations; ``log_prob`` sums over all
+of them.  Closed word classes have explicit probabilities; the open classes (:data:`OPEN_CLASSES`) list their words
+from most to least frequent with Zipf-like probabilities, rank r (from 0) proportional to 1 / (r + 2), and all
+forms of one noun or verb share its probability within their class.
 
 Probability semantics
 ---------------------
@@ -14,9 +29,9 @@ left-to-right model that predicts an end-of-sentence event, that event is free u
 grammar, which is why perplexities are reported per token *including* one end-of-sentence
 event per sentence: ``exp(total_nll / (n_tokens + n_sentences))``.
 
-Regenerate the bundled files with::
+Regenerate the bundled files with :mod:`textebm.data.grammar_corpus`::
 
-    python -m textebm.data.grammar --out data/grammar --seed 0
+    python -m textebm.data.grammar_corpus --out data/grammar --seed 0
 
 Grammars read from files are checked before they are used (:meth:`PCFG.load_json`): a regular file of at most
 :data:`MAX_GRAMMAR_BYTES`, JSON nested at most a few levels, at most :data:`MAX_RULE_SYMBOLS` symbols over all
@@ -30,12 +45,10 @@ This module depends on the Python standard library, numpy and :mod:`textebm.file
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import json
 import math
 import os
-import sys
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -43,15 +56,16 @@ import numpy as np
 __all__ = [
     "PCFG",
     "DEFAULT_GRAMMAR",
+    "DEFAULT_GRAMMAR_FILE",
+    "OPEN_CLASSES",
     "DEFAULT_START",
     "DEFAULT_COUNTS",
     "SPLITS",
     "default_grammar",
+    "default_rules",
     "sample_splits",
     "split_stats",
-    "generate_corpus",
     "read_split",
-    "main",
 ]
 
 RHS = Union[str, Sequence[str]]
@@ -70,241 +84,11 @@ MAX_UNARY_CYCLE_SYMBOLS = 2000
 #: a grammar file is {"start": .., "rules": {lhs: [[p, rhs], ...]}} with rhs a string or a list of strings
 _GRAMMAR_DEPTH = 5
 
-# ---------------------------------------------------------------------------------------------
-# The shipped grammar
-# ---------------------------------------------------------------------------------------------
-#
-# Conventions: nonterminals are UPPER_CASE, terminals are lowercase words or punctuation.  A
-# symbol is a nonterminal exactly when it is a key of the rule dict.  Right-hand sides are
-# written as whitespace-separated strings.
-#
-# Recursion is bounded by construction: the symbols ending in "1" (CL1, VP1_*, SUBJ1_*, OBJ1)
-# are the "depth 1" copies that cannot embed anything further, so the grammar is acyclic and
-# the longest sentence has a fixed length (29 tokens, see PCFG.max_length()).
-#
-# Verb forms: *_SG is 3rd person singular present ("sees"), *_PL is the plural present, which
-# doubles as the bare form after auxiliaries ("see"), *_PAST is the past tense ("saw").
-# Subjects agree in number with present-tense verbs, also across a relative clause
-# ("the dog that the cats chase sleeps").  Prepositional phrases and adverbs after an object
-# are attachment-ambiguous (to the object's noun phrase or relative clause, or to the verb
-# phrase), so some sentences have several derivations; log_prob sums over all of them.
-
-_STRUCTURE: Dict[str, List[Tuple[float, str]]] = {
-    # sentences
-    "S": [
-        (0.60, "CL ."),
-        (0.10, "CL1 , CONJ CL1 ."),
-        (0.07, "SUB CL1 , CL1 ."),
-        (0.16, "Q ?"),
-        (0.07, "IMP ."),
-    ],
-    # main clause (depth 0): its noun phrases may carry a relative clause or a PP
-    "CL": [
-        (0.40, "SUBJ_SG VP_SG"),
-        (0.28, "SUBJ_PL VP_PL"),
-        (0.19, "SUBJ_SG VP_PAST"),
-        (0.13, "SUBJ_PL VP_PAST"),
-    ],
-    # simple clause (depth 1): used in compound sentences
-    "CL1": [
-        (0.40, "SUBJ1_SG VP1_SG"),
-        (0.28, "SUBJ1_PL VP1_PL"),
-        (0.19, "SUBJ1_SG VP1_PAST"),
-        (0.13, "SUBJ1_PL VP1_PAST"),
-    ],
-    # questions and imperatives (bare verb form = the *_PL form)
-    "Q": [
-        (0.22, "does SUBJ1_SG VP1_PL"),
-        (0.14, "do SUBJ1_PL VP1_PL"),
-        (0.13, "did SUBJ1 VP1_PL"),
-        (0.05, "can SUBJ1 VP1_PL"),
-        (0.10, "who VP1_SG"),
-        (0.06, "who VP1_PAST"),
-        (0.07, "WH_OBJ does SUBJ1_SG VT_PL"),
-        (0.05, "WH_OBJ did SUBJ1 VT_PL"),
-        (0.10, "WH_ADV does SUBJ1_SG VI_PL"),
-        (0.08, "WH_ADV did SUBJ1 VI_PL"),
-    ],
-    "IMP": [
-        (0.75, "VP1_PL"),
-        (0.10, "please VP1_PL"),
-        (0.15, "do not VP1_PL"),
-    ],
-    # subjects
-    "SUBJ_SG": [(0.84, "NP_SG"), (0.08, "NAME"), (0.08, "PRON_SG")],
-    "SUBJ_PL": [(0.88, "NP_PL"), (0.12, "PRON_PL")],
-    "SUBJ1": [(0.60, "SUBJ1_SG"), (0.40, "SUBJ1_PL")],
-    "SUBJ1_SG": [(0.80, "NB_SG"), (0.10, "NAME"), (0.10, "PRON_SG")],
-    "SUBJ1_PL": [(0.85, "NB_PL"), (0.15, "PRON_PL")],
-    # objects
-    "OBJ": [(0.50, "NP_SG"), (0.35, "NP_PL"), (0.15, "NAME")],
-    "OBJ1": [(0.50, "NB_SG"), (0.35, "NB_PL"), (0.15, "NAME")],
-    # noun phrases: NP_* (depth 0) may carry one PP or one relative clause, NB_* are bare
-    "NP_SG": [(0.56, "NB_SG"), (0.20, "NB_SG PP"), (0.24, "NB_SG RC_SG")],
-    "NP_PL": [(0.56, "NB_PL"), (0.20, "NB_PL PP"), (0.24, "NB_PL RC_PL")],
-    "NB_SG": [(1.00, "DET_SG NOM_SG")],
-    "NB_PL": [(0.85, "DET_PL NOM_PL"), (0.15, "NOM_PL")],
-    "NOM_SG": [(0.52, "N_SG"), (0.34, "ADJ N_SG"), (0.14, "ADJ ADJ N_SG")],
-    "NOM_PL": [(0.52, "N_PL"), (0.34, "ADJ N_PL"), (0.14, "ADJ ADJ N_PL")],
-    "PP": [(1.00, "P OBJ1")],
-    # relative clauses: subject gap (REL VP1_*) or object gap (REL RC_OBJ); no further nesting
-    "RC_SG": [(0.40, "REL VP1_SG"), (0.20, "REL VP1_PAST"), (0.40, "REL RC_OBJ")],
-    "RC_PL": [(0.40, "REL VP1_PL"), (0.20, "REL VP1_PAST"), (0.40, "REL RC_OBJ")],
-    "RC_OBJ": [
-        (0.40, "SUBJ1_SG VT_SG"),
-        (0.30, "SUBJ1_PL VT_PL"),
-        (0.18, "SUBJ1_SG VT_PAST"),
-        (0.12, "SUBJ1_PL VT_PAST"),
-    ],
-    # verb phrases (depth 0)
-    "VP_SG": [
-        (0.08, "VI_SG"),
-        (0.07, "VI_SG ADV"),
-        (0.10, "VI_SG PP"),
-        (0.05, "VI_SG and VI_SG"),
-        (0.36, "VT_SG OBJ"),
-        (0.09, "VT_SG OBJ ADV"),
-        (0.15, "VT_SG OBJ PP"),
-        (0.05, "ADV VT_SG OBJ"),
-        (0.05, "does not VP1_PL"),
-    ],
-    "VP_PL": [
-        (0.08, "VI_PL"),
-        (0.07, "VI_PL ADV"),
-        (0.10, "VI_PL PP"),
-        (0.05, "VI_PL and VI_PL"),
-        (0.36, "VT_PL OBJ"),
-        (0.09, "VT_PL OBJ ADV"),
-        (0.15, "VT_PL OBJ PP"),
-        (0.05, "ADV VT_PL OBJ"),
-        (0.05, "do not VP1_PL"),
-    ],
-    "VP_PAST": [
-        (0.08, "VI_PAST"),
-        (0.07, "VI_PAST ADV"),
-        (0.10, "VI_PAST PP"),
-        (0.05, "VI_PAST and VI_PAST"),
-        (0.36, "VT_PAST OBJ"),
-        (0.09, "VT_PAST OBJ ADV"),
-        (0.15, "VT_PAST OBJ PP"),
-        (0.05, "ADV VT_PAST OBJ"),
-        (0.05, "did not VP1_PL"),
-    ],
-    # verb phrases (depth 1): bare objects only
-    "VP1_SG": [
-        (0.22, "VI_SG"),
-        (0.14, "VI_SG ADV"),
-        (0.12, "VI_SG PP"),
-        (0.40, "VT_SG OBJ1"),
-        (0.12, "VT_SG OBJ1 ADV"),
-    ],
-    "VP1_PL": [
-        (0.22, "VI_PL"),
-        (0.14, "VI_PL ADV"),
-        (0.12, "VI_PL PP"),
-        (0.40, "VT_PL OBJ1"),
-        (0.12, "VT_PL OBJ1 ADV"),
-    ],
-    "VP1_PAST": [
-        (0.22, "VI_PAST"),
-        (0.14, "VI_PAST ADV"),
-        (0.12, "VI_PAST PP"),
-        (0.40, "VT_PAST OBJ1"),
-        (0.12, "VT_PAST OBJ1 ADV"),
-    ],
-    # closed-class words with explicit probabilities
-    "DET_SG": [(0.55, "the"), (0.30, "a"), (0.06, "this"), (0.05, "that"), (0.04, "every")],
-    "DET_PL": [
-        (0.50, "the"),
-        (0.20, "some"),
-        (0.08, "these"),
-        (0.07, "those"),
-        (0.07, "many"),
-        (0.05, "two"),
-        (0.03, "three"),
-    ],
-    "PRON_SG": [(0.40, "he"), (0.40, "she"), (0.20, "it")],
-    "PRON_PL": [(0.50, "they"), (0.30, "we"), (0.20, "you")],
-    "REL": [(0.60, "that"), (0.15, "which"), (0.25, "who")],
-    "CONJ": [(0.45, "and"), (0.30, "but"), (0.15, "so"), (0.10, "or")],
-    "WH_OBJ": [(0.70, "what"), (0.30, "who")],
-    "WH_ADV": [(0.35, "where"), (0.25, "when"), (0.25, "why"), (0.15, "how")],
-}
-
-# Open-class words, listed from most to least frequent.  Each category gets Zipf-like
-# probabilities p(rank r) proportional to 1 / (r + 2), r = 0, 1, ...  Nouns come as
-# (singular, plural) pairs and verbs as (3rd singular, plural/bare, past) triples; all forms of
-# one lexeme share the same probability within their category.
-_LEXICON: Dict[str, List] = {
-    "N": [
-        ("dog", "dogs"), ("cat", "cats"), ("man", "men"), ("woman", "women"),
-        ("child", "children"), ("ball", "balls"), ("house", "houses"), ("bird", "birds"),
-        ("boy", "boys"), ("girl", "girls"), ("book", "books"), ("tree", "trees"),
-        ("teacher", "teachers"), ("car", "cars"), ("horse", "horses"), ("apple", "apples"),
-        ("box", "boxes"), ("farmer", "farmers"), ("garden", "gardens"), ("king", "kings"),
-        ("queen", "queens"), ("table", "tables"), ("door", "doors"), ("fox", "foxes"),
-        ("mouse", "mice"), ("river", "rivers"), ("doctor", "doctors"), ("cake", "cakes"),
-        ("chair", "chairs"), ("window", "windows"), ("rabbit", "rabbits"), ("hat", "hats"),
-        ("boat", "boats"), ("key", "keys"), ("baker", "bakers"), ("hill", "hills"),
-        ("cup", "cups"), ("cow", "cows"), ("letter", "letters"), ("bridge", "bridges"),
-    ],
-    "ADJ": [
-        "small", "big", "old", "red", "little", "happy", "young", "green", "tall", "blue",
-        "sad", "quiet", "brave", "hungry", "clever", "lazy", "tired", "loud", "bright", "dark",
-        "heavy", "soft", "strange", "friendly", "yellow", "white", "black", "wooden",
-    ],
-    "VI": [
-        ("sleeps", "sleep", "slept"), ("runs", "run", "ran"), ("sings", "sing", "sang"),
-        ("laughs", "laugh", "laughed"), ("waits", "wait", "waited"),
-        ("jumps", "jump", "jumped"), ("smiles", "smile", "smiled"),
-        ("falls", "fall", "fell"), ("swims", "swim", "swam"),
-        ("dances", "dance", "danced"), ("cries", "cry", "cried"),
-        ("arrives", "arrive", "arrived"),
-    ],
-    "VT": [
-        ("sees", "see", "saw"), ("likes", "like", "liked"), ("finds", "find", "found"),
-        ("chases", "chase", "chased"), ("wants", "want", "wanted"),
-        ("holds", "hold", "held"), ("takes", "take", "took"),
-        ("follows", "follow", "followed"), ("watches", "watch", "watched"),
-        ("helps", "help", "helped"), ("loves", "love", "loved"),
-        ("carries", "carry", "carried"), ("knows", "know", "knew"),
-        ("meets", "meet", "met"), ("visits", "visit", "visited"),
-        ("pushes", "push", "pushed"), ("paints", "paint", "painted"),
-        ("builds", "build", "built"),
-    ],
-    "ADV": [
-        "quickly", "slowly", "often", "again", "quietly", "today", "happily", "yesterday",
-        "carefully", "sometimes", "loudly", "together",
-    ],
-    "P": ["near", "with", "behind", "under", "in", "on", "beside", "above", "across", "around"],
-    "NAME": ["alice", "bob", "emma", "jack", "carol", "dave", "grace", "henry", "iris", "frank"],
-    "SUB": ["when", "because", "while", "if", "after", "although", "before"],
-}
-
-
-def _zipf(n: int) -> List[float]:
-    weights = [1.0 / (r + 2.0) for r in range(n)]
-    total = math.fsum(weights)
-    return [w / total for w in weights]
-
-
-def _lexical_rules(lexicon: Mapping[str, List]) -> Dict[str, List[Tuple[float, str]]]:
-    rules: Dict[str, List[Tuple[float, str]]] = {}
-    for cat, entries in lexicon.items():
-        probs = _zipf(len(entries))
-        if cat == "N":
-            rules["N_SG"] = [(p, sg) for p, (sg, _) in zip(probs, entries)]
-            rules["N_PL"] = [(p, pl) for p, (_, pl) in zip(probs, entries)]
-        elif cat in ("VI", "VT"):
-            for i, form in enumerate(("SG", "PL", "PAST")):
-                rules[f"{cat}_{form}"] = [(p, forms[i]) for p, forms in zip(probs, entries)]
-        else:
-            rules[cat] = [(p, w) for p, w in zip(probs, entries)]
-    return rules
-
-
-#: The shipped grammar: nonterminal -> list of (probability, right-hand side).
-DEFAULT_GRAMMAR: Dict[str, List[Tuple[float, str]]] = {**_STRUCTURE, **_lexical_rules(_LEXICON)}
+#: the shipped grammar's rules, in :meth:`PCFG.to_json`'s format (read by :func:`default_grammar`)
+DEFAULT_GRAMMAR_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grammar_default.json")
+#: the shipped grammar's open word classes: Zipf-like probabilities, words listed from most to least frequent
+OPEN_CLASSES = ("N_SG", "N_PL", "ADJ", "VI_SG", "VI_PL", "VI_PAST", "VT_SG", "VT_PL", "VT_PAST", "ADV", "P", "NAME",
+                "SUB")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -882,11 +666,23 @@ _DEFAULT: Optional[PCFG] = None
 
 
 def default_grammar() -> PCFG:
-    """The shipped grammar (a shared, cached instance)."""
+    """The shipped grammar, read from :data:`DEFAULT_GRAMMAR_FILE` (a shared, cached instance)."""
     global _DEFAULT
     if _DEFAULT is None:
-        _DEFAULT = PCFG.from_rules(DEFAULT_GRAMMAR, DEFAULT_START)
+        _DEFAULT = PCFG.load_json(DEFAULT_GRAMMAR_FILE)
     return _DEFAULT
+
+
+def default_rules() -> Dict[str, List[Tuple[float, str]]]:
+    """The shipped grammar's rules as a new dict: nonterminal -> list of (probability, right-hand side)."""
+    return {lhs: [(p, " ".join(rhs)) for p, rhs in alts] for lhs, alts in default_grammar().rules.items()}
+
+
+def __getattr__(name: str):
+    # DEFAULT_GRAMMAR, the rules dict this module once built at import, is read from the data file when first asked
+    if name == "DEFAULT_GRAMMAR":
+        return default_rules()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -930,172 +726,3 @@ def read_split(path: Union[str, os.PathLike]) -> List[List[str]]:
     if lines and lines[-1] == "":
         lines.pop()
     return [line.split(" ") for line in lines]
-
-
-def _round_stats(st: Mapping[str, float]) -> Dict[str, Union[int, float]]:
-    return {
-        "n_sentences": int(st["n_sentences"]),
-        "n_tokens": int(st["n_tokens"]),
-        "total_nll_nats": round(float(st["total_nll_nats"]), 6),
-        "mean_nll_nats": round(float(st["mean_nll_nats"]), 6),
-        "ppl_with_eos": round(float(st["ppl_with_eos"]), 6),
-    }
-
-
-def _readme(grammar: PCFG, seed: int, splits: Mapping[str, List[List[str]]],
-            stats: Mapping[str, Mapping[str, float]]) -> str:
-    vocab = grammar.vocabulary()
-    lex_cats = [
-        a
-        for a in grammar.nonterminals
-        if all(len(rhs) == 1 and rhs[0] not in grammar.rules for _, rhs in grammar.rules[a])
-    ]
-    struct = [a for a in grammar.nonterminals if a not in lex_cats]
-    lengths = [len(s) for name in SPLITS for s in splits[name]]
-    n_deriv = grammar.count_derivations()
-    train_set = {" ".join(s) for s in splits["train"]}
-    overlap = {
-        name: sum(" ".join(s) in train_set for s in splits[name]) for name in SPLITS if name != "train"
-    }
-    out = []
-    w = out.append
-    w("# Grammar corpus")
-    w("")
-    w("Sentences sampled from the probabilistic context-free grammar `DEFAULT_GRAMMAR` in")
-    w("`textebm/data/grammar.py`: an English-like toy language with subject-verb agreement,")
-    w("present and past tense, adjectives, adverbs, prepositional phrases, relative clauses")
-    w("(one level of embedding), negation, questions, imperatives and compound sentences.")
-    w("Because the generating distribution is known, the exact probability of every sentence")
-    w("can be computed (`PCFG.log_prob`, the inside algorithm summed over all derivations), so")
-    w("the numbers below are the true entropy that models trained on this corpus are compared")
-    w("against.")
-    w("")
-    w("Regenerate (byte-identical) with:")
-    w("")
-    w("```")
-    extra = "".join(
-        f" --n-{name} {len(splits[name])}"
-        for name in SPLITS
-        if len(splits[name]) != DEFAULT_COUNTS[name]
-    )
-    w(f"python -m textebm.data.grammar --out data/grammar --seed {seed}{extra}")
-    w("```")
-    w("")
-    w("## Files")
-    w("")
-    w("- `train.txt`, `valid.txt`, `test.txt`: one sentence per line, lowercase tokens joined by")
-    w("  single spaces, UTF-8, no begin/end markers.")
-    w("- `stats.json`: the per-split numbers of the table below.")
-    w("")
-    w(f"Seed: {seed} (numpy `Generator(PCG64({seed}))`; the splits are drawn from this one stream")
-    w("in the order train, valid, test).  Sentences are i.i.d. samples, so frequent short")
-    w("sentences occur several times and also across splits (sentences also found in train:")
-    w(f"{overlap['valid']} of valid, {overlap['test']} of test).")
-    w("")
-    w("## Grammar")
-    w("")
-    w(f"- vocabulary: {len(vocab)} terminals (words and the punctuation `.` `?` `,`)")
-    w(f"- nonterminals: {len(grammar.nonterminals)} ({len(struct)} structural, "
-      f"{len(lex_cats)} word classes)")
-    w(f"- sentence length: {grammar.min_length()} to {grammar.max_length()} tokens, "
-      f"expected {grammar.expected_length():.4f}")
-    w(f"- distinct derivations: {float(n_deriv):.3e} (the grammar has no recursion; embedding")
-    w("  depth is bounded by the depth-1 copies `CL1`, `VP1_*`, `SUBJ1_*`, `OBJ1`)")
-    w("- ambiguity: some sentences have several derivations, e.g. a prepositional phrase or")
-    w("  adverb after an object can attach to the object's noun phrase or relative clause, or")
-    w("  to the main verb phrase; `log_prob` sums over all derivations.")
-    w(f"- observed lengths in the corpus: mean {sum(lengths) / len(lengths):.3f}, "
-      f"min {min(lengths)}, max {max(lengths)}")
-    w("")
-    w("## Exact negative log-likelihood (nats)")
-    w("")
-    w("`p(x)` is the probability that the grammar derives exactly `x`; a sentence ends when its")
-    w("derivation ends, so there is no separate end-of-sentence probability.  `n_tokens` counts")
-    w("words and punctuation, without end-of-sentence.  The perplexity counts one")
-    w("end-of-sentence event per sentence: `ppl_with_eos = exp(total_nll / (n_tokens + n_sentences))`.")
-    w("")
-    w("| split | n_sentences | n_tokens | total_nll_nats | mean_nll_nats | ppl_with_eos |")
-    w("|---|---:|---:|---:|---:|---:|")
-    for name in SPLITS:
-        st = stats[name]
-        w(f"| {name} | {st['n_sentences']} | {st['n_tokens']} | {st['total_nll_nats']:.6f} | "
-          f"{st['mean_nll_nats']:.6f} | {st['ppl_with_eos']:.6f} |")
-    w("")
-    w("## Structural rules")
-    w("")
-    w("```")
-    w(grammar.format_rules(struct))
-    w("```")
-    w("")
-    w("## Word classes")
-    w("")
-    w("Open classes (`N_*`, `ADJ`, `VI_*`, `VT_*`, `ADV`, `P`, `NAME`, `SUB`) have Zipf-like")
-    w("probabilities proportional to 1/(rank + 2), in the order listed.")
-    w("")
-    for a in lex_cats:
-        alts = grammar.rules[a]
-        if a in _STRUCTURE:
-            words = ", ".join(f"{rhs[0]} ({p:.2f})" for p, rhs in alts)
-        else:
-            words = ", ".join(rhs[0] for _, rhs in alts)
-        w(f"- `{a}` ({len(alts)}): {words}")
-    w("")
-    return "\n".join(out)
-
-
-def _write_lines(path: str, sentences: Iterable[Sequence[str]]) -> None:
-    from ..files import write_file
-
-    write_file(path, "".join(" ".join(s).lower() + "\n" for s in sentences))
-
-
-def generate_corpus(
-    out_dir: Union[str, os.PathLike],
-    seed: int = 0,
-    n_train: int = DEFAULT_COUNTS["train"],
-    n_valid: int = DEFAULT_COUNTS["valid"],
-    n_test: int = DEFAULT_COUNTS["test"],
-    grammar: Optional[PCFG] = None,
-) -> Dict[str, Dict[str, Union[int, float]]]:
-    """Sample the corpus and write ``train/valid/test.txt``, ``README.md`` and ``stats.json``.
-
-    Returns the statistics written to ``stats.json``.
-    """
-    grammar = default_grammar() if grammar is None else grammar
-    out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    splits = sample_splits(grammar, seed, {"train": n_train, "valid": n_valid, "test": n_test})
-    stats = {name: _round_stats(split_stats(grammar, splits[name])) for name in SPLITS}
-    for name in SPLITS:
-        _write_lines(os.path.join(out_dir, f"{name}.txt"), splits[name])
-    from ..files import write_file
-
-    write_file(os.path.join(out_dir, "stats.json"), json.dumps(stats, indent=2) + "\n")
-    write_file(os.path.join(out_dir, "README.md"), _readme(grammar, seed, splits, stats))
-    return stats
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m textebm.data.grammar",
-        description="Sample the grammar corpus and write its exact likelihood statistics.",
-    )
-    ap.add_argument("--out", default=os.path.join("data", "grammar"), help="output directory")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-train", type=int, default=DEFAULT_COUNTS["train"])
-    ap.add_argument("--n-valid", type=int, default=DEFAULT_COUNTS["valid"])
-    ap.add_argument("--n-test", type=int, default=DEFAULT_COUNTS["test"])
-    args = ap.parse_args(argv)
-    stats = generate_corpus(args.out, args.seed, args.n_train, args.n_valid, args.n_test)
-    for name in SPLITS:
-        st = stats[name]
-        print(
-            f"{name}: {st['n_sentences']} sentences, {st['n_tokens']} tokens, "
-            f"nll {st['total_nll_nats']:.3f} nats ({st['mean_nll_nats']:.4f}/sentence), "
-            f"ppl(with eos) {st['ppl_with_eos']:.4f}"
-        )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

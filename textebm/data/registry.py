@@ -34,7 +34,7 @@ def load_grammar(data_dir: Optional[str] = None, lower: bool = False, max_words:
         return load_local_dir(directory, name="grammar", **options)
     directory = repo_data_dir() / "grammar"
     if not all((directory / f"{split}.txt").is_file() for split in SPLITS):
-        from .grammar import generate_corpus
+        from .grammar_corpus import generate_corpus
 
         cache = Path(os.environ.get("TEXTEBM_CACHE", Path.home() / ".cache" / "textebm")) / "grammar"
         if not all((cache / f"{split}.txt").is_file() for split in SPLITS):

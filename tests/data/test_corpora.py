@@ -18,7 +18,8 @@ from textebm.data import benchmarks as B
 from textebm.data.corpus import read_lines
 from textebm.data import encode_sentences
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 
 WORDS = ("the market fell N points as investors sold shares of the company <unk> said on monday "
          "a new plan for the bank was approved by the board").split()

@@ -16,9 +16,8 @@ from textebm.data import CorpusError, load_corpus
 from textebm.sampling import SamplerDivergedError
 from textebm.train import Trainer, list_checkpoints, load_latest_checkpoint, train
 
-from conftest import tiny_recipe
+from conftest import ROOT, tiny_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def weights(run_dir):

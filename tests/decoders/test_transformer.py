@@ -14,9 +14,8 @@ from textebm.decoders import DECODERS, TransformerDecoder
 from textebm.model import LatentEBMModel, build_model
 from textebm.prior import LatentEBMPrior
 
-from conftest import tiny_recipe
+from conftest import ROOT, tiny_recipe
 
-ROOT = Path(__file__).resolve().parents[1]
 V, D = 24, 4
 PAD, BOS, EOS = 0, 2, 3
 

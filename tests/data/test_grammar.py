@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import collections
+import fnmatch
 import itertools
 import json
 import math
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from textebm.data import grammar as G
+from textebm.data import grammar_corpus as GC
 from textebm.data.grammar import DEFAULT_GRAMMAR, PCFG, default_grammar
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 DATA = ROOT / "data" / "grammar"
 SEED = 0
 
@@ -43,6 +48,31 @@ def test_default_rule_probabilities_sum_to_one():
     for lhs, alts in DEFAULT_GRAMMAR.items():
         assert math.fsum(p for p, _ in alts) == pytest.approx(1.0, abs=1e-12), lhs
         assert all(p > 0 for p, _ in alts), lhs
+
+
+def test_open_word_classes_have_zipf_probabilities():
+    # rank r (from 0) has probability proportional to 1 / (r + 2); all forms of a noun or verb share it
+    for lhs in G.OPEN_CLASSES:
+        alts = DEFAULT_GRAMMAR[lhs]
+        weights = [1.0 / (r + 2.0) for r in range(len(alts))]
+        assert [p for p, _ in alts] == [w / math.fsum(weights) for w in weights], lhs
+    assert [p for p, _ in DEFAULT_GRAMMAR["VT_SG"]] == [p for p, _ in DEFAULT_GRAMMAR["VT_PAST"]]
+    closed = [a for a, alts in DEFAULT_GRAMMAR.items() if a not in G.OPEN_CLASSES
+              and all(len(r.split()) == 1 and r not in DEFAULT_GRAMMAR for _, r in alts)]
+    assert closed and set(closed) <= {"DET_SG", "DET_PL", "PRON_SG", "PRON_PL", "REL", "CONJ", "WH_OBJ", "WH_ADV"}
+
+
+def test_the_shipped_grammar_is_its_data_file():
+    assert default_grammar().to_json() == PCFG.load_json(G.DEFAULT_GRAMMAR_FILE).to_json()
+    assert default_grammar().start == G.DEFAULT_START
+
+
+def test_the_grammar_file_is_package_data():
+    # a wheel install has no data/grammar/: it regenerates the corpus from this file
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["textebm"]
+    name = pathlib.Path(G.DEFAULT_GRAMMAR_FILE).resolve().relative_to(ROOT / "textebm").as_posix()
+    assert any(fnmatch.fnmatch(name, pat) for pat in patterns), (name, patterns)
 
 
 def test_rejects_probabilities_that_do_not_sum_to_one():
@@ -321,7 +351,7 @@ def test_shipped_sentences_have_finite_log_prob(g, shipped):
 
 
 def test_regeneration_is_byte_identical(tmp_path):
-    G.generate_corpus(tmp_path, seed=SEED)
+    GC.generate_corpus(tmp_path, seed=SEED)
     for f in ("train.txt", "valid.txt", "test.txt", "stats.json", "README.md"):
         assert (tmp_path / f).read_bytes() == (DATA / f).read_bytes(), f
 
@@ -357,11 +387,20 @@ def test_stats_match_recomputation(g, shipped):
 
 def test_main_cli(tmp_path):
     out = tmp_path / "small"
-    assert G.main(["--out", str(out), "--seed", "5", "--n-train", "30", "--n-valid", "4", "--n-test", "3"]) == 0
+    assert GC.main(["--out", str(out), "--seed", "5", "--n-train", "30", "--n-valid", "4", "--n-test", "3"]) == 0
     stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
     assert [stats[k]["n_sentences"] for k in G.SPLITS] == [30, 4, 3]
     assert len(G.read_split(out / "train.txt")) == 30
     assert "--seed 5 --n-train 30 --n-valid 4 --n-test 3" in (out / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_documented_regeneration_command_runs(tmp_path):
+    out = tmp_path / "small"
+    proc = subprocess.run([sys.executable, "-m", "textebm.data.grammar_corpus", "--out", str(out), "--n-train", "5",
+                           "--n-valid", "1", "--n-test", "1"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert len(G.read_split(out / "train.txt")) == 5 and (out / "README.md").is_file()
+    assert "python -m textebm.data.grammar_corpus --out data/grammar" in (ROOT / "README.md").read_text()
 
 
 def test_a_huge_rule_with_a_unary_cycle_is_one_error_not_a_dense_matrix(tmp_path):
@@ -369,10 +408,6 @@ def test_a_huge_rule_with_a_unary_cycle_is_one_error_not_a_dense_matrix(tmp_path
     (MemoryError, a traceback). Long rules are bounded; unary cycles are closed over their own symbols only."""
     import os
     import resource
-    import subprocess
-    import sys
-
-    from conftest import ROOT
 
     path = tmp_path / "grammar.json"
     words = " ".join(f"w{i}" for i in range(15000))

@@ -1,16 +1,15 @@
 """The fast sampling path computes the same thing as the straightforward reference in bench/reference.py."""
 import copy
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
 from textebm.train import Trainer
 
-from conftest import tiny_recipe
+from conftest import ROOT, tiny_recipe
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(ROOT / "bench"))
 from reference import (reference_sample_posterior, reference_sample_prior,  # noqa: E402
                        reference_train_step)
 

@@ -97,9 +97,10 @@ def test_refitting_the_prior_moves_it_onto_the_frozen_codes():
     known optimum a = the codes' mean (the moments of z under p_alpha match the data's). Before: N(0, I), whose
     codes decode to the data 1/16 of the time."""
     import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent / "eval"))
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "tests" / "eval"))
     from test_prior_fit import _sign_model
 
     from textebm.config import Recipe, apply_overrides
