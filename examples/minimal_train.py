@@ -4,6 +4,7 @@ Each step:
     z+ ~ p(z | x)      the recipe's posterior chain on log p_alpha(z) + log p_beta(x | z)
     z- ~ p_alpha(z)    the recipe's prior chain on log p_alpha(z) = f_alpha(z) - |z|^2 / 2 (+ const)
     decoder: minimize -mean log p_beta(x | z+)          prior: minimize mean f(z-) - mean f(z+)     (eq. 11)
+                                                               + lambda mean |grad_z f(z+)|^2 (the recipe's penalty)
 each with its own Adam and its gradients clipped, as ``textebm train`` does. Prints the validation reconstruction NLL
 (nats per sentence) that ``textebm train`` logs as ``valid_recon_nll``, at the start and the end.
 
@@ -31,6 +32,7 @@ model = build_model(recipe, data.tokenizer)      # LSTM decoder + latent EBM pri
 opt_dec = torch.optim.Adam(model.decoder.parameters(), lr=t.lr_decoder, betas=tuple(t.betas_decoder))
 opt_prior = torch.optim.Adam(model.prior.parameters(), lr=t.lr_prior, betas=tuple(t.betas_prior))
 gen = torch.Generator().manual_seed(recipe.seed + 1)
+lam = recipe.prior.objective_args.get("grad_penalty", 0.0)  # keeps f bounded (Kumar et al. 2019, eq. 8)
 validate = Validator(recipe, data, torch.device("cpu"))  # the same validation chains as textebm train
 print(f"step 0: validation reconstruction NLL {validate(model, 0)['valid_recon_nll']:.3f} nats/sentence")
 
@@ -42,9 +44,12 @@ for step in range(1, steps + 1):
     model.train()
     dec_loss = -model.decoder.log_prob(x, z_pos).mean()   # log p_beta(x | z+) sums over tokens
     prior_loss = model.prior.f(z_neg).mean() - model.prior.f(z_pos).mean()
+    z_at = z_pos.detach().requires_grad_(True)
+    (grad_f,) = torch.autograd.grad(model.prior.f(z_at).sum(), z_at, create_graph=True)
+    penalty = lam * grad_f.pow(2).sum(-1).mean()
     opt_dec.zero_grad()
     opt_prior.zero_grad()
-    (dec_loss + prior_loss).backward()
+    (dec_loss + prior_loss + penalty).backward()
     torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), t.grad_clip)
     torch.nn.utils.clip_grad_norm_(model.prior.parameters(), t.grad_clip)
     opt_dec.step()
