@@ -185,6 +185,18 @@ def test_sample_cli_writes_an_image_grid(pattern_npz, tmp_path):
     assert p.returncode == 0, p.stderr
     assert Image.open(tmp_path / "chain.png").size == (4 * 8 + 5 * 2, 8 * 8 + 9 * 2)
     assert p.stdout.count("\n| ") == 4
+    # the latent commands on images: 3 images beside their reconstructions (3 rows of 2), and a path of 5
+    np.save(tmp_path / "three.npy", np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32))
+    p = subprocess.run([sys.executable, "-m", "textebm", "reconstruct", str(tmp_path / "run"), "--input",
+                        str(tmp_path / "three.npy"), "--out", str(tmp_path / "rec.png"), "--scores",
+                        "--refine", "5", "--no-progress"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert Image.open(tmp_path / "rec.png").size == (2 * 8 + 3 * 2, 3 * 8 + 4 * 2) and "MSE" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "textebm", "interpolate", str(tmp_path / "run"), "--input",
+                        str(tmp_path / "three.npy"), "--steps", "5", "--out", str(tmp_path / "path.png"),
+                        "--no-progress"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert Image.open(tmp_path / "path.png").size[0] == 5 * 8 + 6 * 2
 
 
 def test_wrong_image_shape_in_data_is_a_clear_error(tmp_path):

@@ -55,9 +55,10 @@ def _bar(total: int, desc: str, enabled: bool):
 
 
 def encode_all(model, inputs, batch_size: int = 64, n_chains: int = 8, chain=None, seed: int = 0,
-               progress: bool = False, amortized: Optional[bool] = None):
+               progress: bool = False, amortized: Optional[bool] = None, refine: int = 0):
     """:meth:`~textebm.model.LatentEBMModel.encode` over many inputs (sentences or a tensor of examples), batched:
-    a :class:`~textebm.model.Codes` of all of them in the input's order (``samples`` kept when chains ran)."""
+    a :class:`~textebm.model.Codes` of all of them in the input's order (``samples`` kept when chains ran);
+    ``refine``: steps of ascent to each posterior's mode (:meth:`~textebm.model.LatentEBMModel.encode`)."""
     from .model import Codes
 
     n = len(inputs)
@@ -68,7 +69,8 @@ def encode_all(model, inputs, batch_size: int = 64, n_chains: int = 8, chain=Non
     source = None
     bar = _bar(n, "encode", progress)
     for idx in _length_batches(model, inputs, batch_size):
-        c = model.encode(_take(inputs, idx), n_chains=n_chains, chain=chain, generator=gen, amortized=amortized)
+        c = model.encode(_take(inputs, idx), n_chains=n_chains, chain=chain, generator=gen, amortized=amortized,
+                         refine=refine)
         if mean is None:
             d = c.mean.shape[1]
             mean, std = c.mean.new_empty(n, d), c.std.new_empty(n, d)
@@ -98,7 +100,7 @@ def _bodies(model, x: torch.Tensor) -> List[List[int]]:
 
 def reconstruct_all(model, inputs, batch_size: int = 64, n_chains: int = 8, chain=None, seed: int = 0,
                     progress: bool = False, decoding: Optional[dict] = None, scores: bool = True,
-                    amortized: Optional[bool] = None):
+                    amortized: Optional[bool] = None, refine: int = 0):
     """Each input decoded at its code (:meth:`~textebm.model.LatentEBMModel.reconstruct`), batched.
 
     Text: returns (decodes, per-sentence rows, scores). ``decoding`` is the rule (default greedy, the recipe's
@@ -119,7 +121,7 @@ def reconstruct_all(model, inputs, batch_size: int = 64, n_chains: int = 8, chai
         outs, sq = [None] * n, 0.0
         for idx in _length_batches(model, inputs, batch_size):
             x = model.as_batch(_take(inputs, idx))
-            rec = model.reconstruct(x, chain, gen, n_chains=n_chains)
+            rec = model.reconstruct(x, chain, gen, n_chains=n_chains, refine=refine)
             sq += float((rec - x).pow(2).sum())
             for j, i in enumerate(idx):
                 outs[i] = rec[j].cpu()
@@ -137,7 +139,7 @@ def reconstruct_all(model, inputs, batch_size: int = 64, n_chains: int = 8, chai
     bleu = None
     for idx in _length_batches(model, inputs, batch_size):
         x = model.as_batch(_take(inputs, idx))
-        z = model.encode(x, n_chains=n_chains, chain=chain, generator=gen, amortized=amortized).mean
+        z = model.encode(x, n_chains=n_chains, chain=chain, generator=gen, amortized=amortized, refine=refine).mean
         ids = model.decode(z, generator=gen, decode=False, **rule)
         refs = _bodies(model, x)
         stopped = [len(h) < rule["max_len"] for h in ids]

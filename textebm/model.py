@@ -14,7 +14,8 @@ from torch import nn
 
 from .decoders import DECODERS, build_decoder, rnn_backward_mode, split_log_prob
 from .prior import PRIORS, GaussianPrior, LatentEBMPrior, SymbolVectorPrior, build_prior
-from .sampling import (POSTERIOR_CHAIN, PRIOR_CHAIN, ChainConfig, Density, Samples, Schedule, frozen, get_sampler)
+from .sampling import (POSTERIOR_CHAIN, PRIOR_CHAIN, ChainConfig, Density, Langevin, Samples, Schedule, frozen,
+                       get_sampler)
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -182,7 +183,8 @@ class LatentEBMModel(nn.Module):
         return pad_batch(rows, self.tokenizer.pad_id).to(self.device)
 
     def encode(self, x, n_chains: int = 8, chain: Optional[ChainConfig] = None,
-               generator: Optional[torch.Generator] = None, amortized: Optional[bool] = None) -> "Codes":
+               generator: Optional[torch.Generator] = None, amortized: Optional[bool] = None,
+               refine: int = 0, refine_step_size: float = 0.3) -> "Codes":
         """The code of each input: a point in latent space with its spread, :class:`Codes` (``mean``, ``std``,
         each (batch, d); ``samples`` (batch, C, d) when chains were run; ``source``).
 
@@ -191,7 +193,28 @@ class LatentEBMModel(nn.Module):
         posterior chains per input, ``chain`` (default: the model's posterior chain, what training feeds the
         decoder) from where the chain starts, in eval mode (no dropout): the mean of their final states and
         their standard deviation per coordinate (0 for C = 1, whose mean is one posterior sample). ``x``: see
-        :meth:`as_batch`."""
+        :meth:`as_batch`.
+
+        ``refine`` > 0 moves each mean to the posterior's mode by that many steps of gradient ascent on
+        log p_alpha(z) + log p_beta(x | z) (Langevin steps of size ``refine_step_size`` without noise:
+        z <- z + s^2/2 grad), the code a reconstruction decodes best; the source then ends in ``+mode``."""
+        codes = self._encode(x, n_chains, chain, generator, amortized)
+        if refine <= 0:
+            return codes
+        x = self.as_batch(x)
+        ascent = ChainConfig(Langevin(), n_steps=int(refine), step_size=float(refine_step_size), noise_scale=0.0,
+                             name="posterior mode")
+        was = self.training
+        self.eval()
+        try:
+            with torch.enable_grad():
+                mode = self.sample_posterior(x, ascent, z0=codes.mean.detach().clone(), generator=generator)
+        finally:
+            self.train(was)
+        return Codes(mode.detach().float(), codes.std, codes.samples, codes.source + "+mode")
+
+    def _encode(self, x, n_chains: int, chain: Optional[ChainConfig], generator: Optional[torch.Generator],
+                amortized: Optional[bool]) -> "Codes":
         x = self.as_batch(x)
         B = x.shape[0]
         was = self.training
@@ -227,17 +250,19 @@ class LatentEBMModel(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x, chain: Optional[ChainConfig] = None, generator: Optional[torch.Generator] = None,
-                    n_chains: Optional[int] = None, codes: Optional[torch.Tensor] = None, **decoding):
+                    n_chains: Optional[int] = None, codes: Optional[torch.Tensor] = None, refine: int = 0,
+                    **decoding):
         """Each input decoded at its code: sentences (text) or mean images g(z) (images).
 
         The code is ``codes`` when given, else :meth:`encode`'s mean (the amortized posterior's mean, or the mean
         of ``n_chains`` posterior chains by ``chain``; default 8 chains for text and 1 for images, whose code is
         then one posterior sample z+, as the image evaluation has always reconstructed). Sentences are decoded
-        greedily unless ``decoding`` says otherwise (the most likely sentence of the code, token by token)."""
+        greedily unless ``decoding`` says otherwise (the most likely sentence of the code, token by token).
+        ``refine``: :meth:`encode`'s ascent to the posterior mode."""
         if codes is None:
             n = n_chains if n_chains is not None else (1 if self.is_image else 8)
             with torch.enable_grad():
-                codes = self.encode(x, n, chain, generator).mean
+                codes = self.encode(x, n, chain, generator, refine=refine).mean
         if not self.is_image:
             decoding.setdefault("greedy", True)
             decoding.setdefault("max_len", self.recipe.generate.max_len if self.recipe is not None else 40)

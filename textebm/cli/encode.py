@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
                                                  "stdout")
     e.add_argument("--jsonl", action="store_true", help="stdout: one JSON object per input (text, mean, std, "
                                                         "source) instead of the means as plain numbers")
-    add_common(e)
+    add_common(e, refine=True)
 
 
 def run(args) -> int:
@@ -41,7 +41,7 @@ def run(args) -> int:
         x = inputs.sentences(args.sentences, args.input)
         texts = x
     codes = encode_all(model, x, batch_size=args.batch_size, n_chains=args.chains, seed=args.seed,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, refine=args.refine)
     how = "the amortized posterior q(z | x)" if codes.source == "encoder" else f"{args.chains} posterior chains"
     if args.out is not None:
         write_codes(args.out, codes, texts)

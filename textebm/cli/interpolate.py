@@ -76,7 +76,7 @@ def run(args) -> int:
         check_output(path, "--out", inputs=(args.input,))
         _, imgs = interpolate_pairs(model, [(x[0], x[1])], steps=args.steps, spherical=args.spherical,
                                     n_chains=args.chains, seed=args.seed, batch_size=args.batch_size)
-        from ..eval.image import save_image_grid
+        from ..eval.image_metrics import save_image_grid
 
         save_image_grid(imgs[0], path, nrow=args.steps)
         log(f"wrote the {args.steps} images of the path to {path}")

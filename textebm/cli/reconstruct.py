@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     r.add_argument("--top-p", type=float_in(0.0, 1.0), default=None, help="sampling: nucleus, 0 < P <= 1")
     r.add_argument("--max-len", type=int_in(1, 10 ** 5), default=None, help="longest decode (default: the recipe's)")
     r.add_argument("--out", metavar="grid.png", help="image runs: the PNG grid to write (default reconstructions.png)")
-    add_common(r)
+    add_common(r, refine=True)
 
 
 def decoding_rule(model, args) -> dict:
@@ -59,10 +59,10 @@ def run(args) -> int:
         x = inputs.images(args.input)
         inputs.check_image_shape(model, x)
         rec, _, sc = reconstruct_all(model, x, batch_size=args.batch_size, n_chains=args.chains, seed=args.seed,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, refine=args.refine)
         import torch
 
-        from ..eval.image import save_image_grid
+        from ..eval.image_metrics import save_image_grid
 
         path = Path(args.out or "reconstructions.png")
         save_image_grid(torch.stack([x, rec], 1).flatten(0, 1), path, nrow=2)
@@ -74,7 +74,7 @@ def run(args) -> int:
     rule = decoding_rule(model, args)
     decodes, rows, sc = reconstruct_all(model, sents, batch_size=args.batch_size, n_chains=args.chains,
                                         seed=args.seed, progress=not args.no_progress, decoding=rule,
-                                        scores=args.scores)
+                                        scores=args.scores, refine=args.refine)
     if args.jsonl:
         recs = []
         for i, (s, d) in enumerate(zip(sents, decodes)):
