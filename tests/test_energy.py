@@ -1,6 +1,5 @@
 """The energy base class: references (standard, flat, fitted to samples) with exact densities and normalizers,
 configs captured from constructor arguments, and log Z of a fitted reference in closed form."""
-import math
 
 import pytest
 import torch

@@ -345,7 +345,7 @@ def _card_body(model, repo_id, report, split, metrics, last) -> str:
     else:
         lines += ["## Results", "", "No evaluation report was pushed with this model (`textebm eval RUN` writes "
                                     "one; push again to include it).", ""]
-    lines += ["## Usage", "", "```bash", f"pip install 'textebm[hub]'", f"textebm sample {repo_id} -n 10",
+    lines += ["## Usage", "", "```bash", "pip install 'textebm[hub]'", f"textebm sample {repo_id} -n 10",
               f"textebm eval {repo_id}", "```", "", "```python", "from textebm import LatentEBMModel", "",
               f"model = LatentEBMModel.from_pretrained(\"{repo_id}\")",
               "print(model.generate(5))" if not model.is_image else "images = model.generate(16)", "```", "",

@@ -1,5 +1,5 @@
 """The command line: exact outputs and one-line errors with exit status 2."""
-from conftest import ROOT, assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli
 
 
 def test_sample_prints_exactly_n_lines_and_is_seeded(tiny_run):
