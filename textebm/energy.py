@@ -204,6 +204,16 @@ class Energy(nn.Module):
             return self.ref_mean.to(device) + torch.exp(self.ref_log_std).to(device) * eps
         return self.sigma0 * eps
 
+    def chain_start(self, n: int, z0: Optional[torch.Tensor] = None,
+                    generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Where a chain starts: ``z0`` (checked) or ``n`` draws of the reference."""
+        if z0 is None:
+            if n < 1:
+                raise ValueError(f"n must be >= 1, got {n}")
+            return self.sample_reference(n, generator=generator)
+        self._check(z0)
+        return z0
+
     def sample(self, n: int, chain=None, z0: Optional[torch.Tensor] = None,
                generator: Optional[torch.Generator] = None, return_samples: bool = False, **run_kwargs):
         """n samples by the short-run chain ``chain`` (a :class:`~textebm.sampling.chain.ChainConfig`; default
@@ -212,12 +222,7 @@ class Energy(nn.Module):
         Returns z (or the chain's :class:`~textebm.sampling.base.Samples` with ``return_samples``)."""
         from .sampling import Density, frozen
 
-        if z0 is None:
-            if n < 1:
-                raise ValueError(f"n must be >= 1, got {n}")
-            z0 = self.sample_reference(n, generator=generator)
-        else:
-            self._check(z0)
+        z0 = self.chain_start(n, z0, generator)
         chain = self.default_chain if chain is None else chain
         log_prob = self.log_prob_unnormalized
         if run_kwargs.get("graphs") is not None:  # a captured chain rebuilds its density inside the graph

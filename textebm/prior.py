@@ -279,12 +279,7 @@ class SymbolVectorPrior(LatentEBMPrior):
         chain) from ``z0`` or the reference; ``y`` is one symbol or one per row. Like :meth:`sample` otherwise."""
         from .sampling import frozen
 
-        if z0 is None:
-            if n < 1:
-                raise ValueError(f"n must be >= 1, got {n}")
-            z0 = self.sample_reference(n, generator=generator)
-        else:
-            self._check(z0)
+        z0 = self.chain_start(n, z0, generator)
         y = self._symbols(y, z0.shape[0], z0.device)
         chain = self.default_chain if chain is None else chain
         run_kwargs.pop("graphs", None)  # a conditional chain runs eagerly (its target is not a captured density)
