@@ -8,8 +8,9 @@ Each step:
 each with its own Adam and its gradients clipped, as ``textebm train`` does. Prints the validation reconstruction NLL
 (nats per sentence) that ``textebm train`` logs as ``valid_recon_nll``, at the start and the end.
 
-Run: python examples/minimal_train.py [STEPS]        (default 300; about a minute per 100 steps on one core)
-Compare: textebm train quickstart --set train.steps=300 --set train.eval_every=300 --out runs/q300
+Run: python examples/minimal_train.py [STEPS [SEED]]   (default 300 and the recipe's seed; about a minute per 100
+     steps on one core)
+Compare: textebm train quickstart --set train.steps=300 --set train.eval_every=300 [--set seed=SEED] --out runs/q300
 """
 import sys
 
@@ -21,8 +22,9 @@ from textebm.model import build_model
 from textebm.train import Validator
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+seed = [f"seed={int(sys.argv[2])}"] if len(sys.argv) > 2 else []
 recipe = apply_overrides(load_recipe("quickstart"), [f"train.steps={steps}", "train.latent_batches=0",
-                                                     "train.prior_fit_samples=0"])
+                                                     "train.prior_fit_samples=0", *seed])
 t = recipe.train
 torch.set_num_threads(1)
 torch.manual_seed(recipe.seed)
