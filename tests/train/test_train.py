@@ -141,7 +141,7 @@ def test_the_run_reports_what_share_of_its_wall_time_validation_took(toy_corpus,
     summary = train(tiny_recipe(toy_corpus, "train.steps=4", "train.eval_every=2"), tmp_path / "run", device="cpu",
                     progress=False)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    times = [r["valid_time_s"] for r in records if "valid_time_s" in r]
+    times = [r["time_validation"] for r in records if "time_validation" in r]
     assert len(times) == 3 and min(times) >= 0.2  # steps 0, 2 and 4
     assert summary["validation_fraction"] == pytest.approx(sum(times) / summary["time_wall_s"])
     assert 0 < summary["validation_fraction"] < 1

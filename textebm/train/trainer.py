@@ -325,8 +325,8 @@ class Trainer:
         """Validate, log the record, and keep the first (``_start``) and latest (``_end``) values in ``summary``."""
         t0 = time.perf_counter()
         ev = self.evaluate()
-        ev["valid_time_s"] = time.perf_counter() - t0
-        self._validating += ev["valid_time_s"]
+        ev["time_validation"] = time.perf_counter() - t0
+        self._validating += ev["time_validation"]
         metrics.log({"step": self.step, **ev})
         for k, v in ev.items():
             summary.setdefault(f"{k}_start", v)

@@ -55,7 +55,9 @@ class Validator:
             names = list(sums)
             out = self.data.summarize(dict(zip(names, torch.stack([sums[k].to(self.device) for k in names])
                                                    .tolist())))
-            if batches and self.data.latent_diagnostics:
+            # at step 0 the model is untrained (z carries nothing, the prior is its reference): the latent and
+            # prior-fit diagnostics would cost a tenth of a short run to say so; the reconstruction NLL is the start
+            if batches and self.data.latent_diagnostics and step > 0:
                 from ..eval.latent import latent_diagnostics
 
                 diag = latent_diagnostics(model, batches, n_chains=t.latent_chains, seed=VALID_SEED)
@@ -63,7 +65,7 @@ class Validator:
                     _log(f"latent diagnostics: {diag['message']}")
                 skip = ("n_sentences", "n_chains", "message")
                 out.update({f"valid_{k}": v for k, v in diag.items() if k not in skip})
-            if t.prior_fit_samples and self.data.latent_diagnostics:
+            if t.prior_fit_samples and self.data.latent_diagnostics and step > 0:
                 out.update(self._prior_fit(model, step))
         finally:
             model.train(was)
