@@ -19,7 +19,7 @@ import torch
 from textebm.config import apply_overrides, load_recipe
 from textebm.data.modules import build_data
 from textebm.model import build_model
-from textebm.train import Validator
+from textebm.train import Validator, seed_everything
 
 steps = int(sys.argv[1]) if len(sys.argv) > 1 else 300
 seed = [f"seed={int(sys.argv[2])}"] if len(sys.argv) > 2 else []
@@ -27,13 +27,13 @@ recipe = apply_overrides(load_recipe("quickstart"), [f"train.steps={steps}", "tr
                                                      "train.prior_fit_samples=0", *seed])
 t = recipe.train
 torch.set_num_threads(1)
-torch.manual_seed(recipe.seed)
+seed_everything(recipe.seed)                     # python, numpy and torch, as textebm train seeds them
 
 data = build_data(recipe)                        # the bundled grammar corpus, batched by length
 model = build_model(recipe, data.tokenizer)      # LSTM decoder + latent EBM prior, with the recipe's chains
 opt_dec = torch.optim.Adam(model.decoder.parameters(), lr=t.lr_decoder, betas=tuple(t.betas_decoder))
 opt_prior = torch.optim.Adam(model.prior.parameters(), lr=t.lr_prior, betas=tuple(t.betas_prior))
-gen = torch.Generator().manual_seed(recipe.seed + 1)
+gen = torch.Generator().manual_seed(recipe.seed)  # the chains' noise, seeded as textebm train seeds it
 lam = recipe.prior.objective_args.get("grad_penalty", 0.0)  # keeps f bounded (Kumar et al. 2019, eq. 8)
 validate = Validator(recipe, data, torch.device("cpu"))  # the same validation chains as textebm train
 print(f"step 0: validation reconstruction NLL {validate(model, 0)['valid_recon_nll']:.3f} nats/sentence")
