@@ -146,3 +146,21 @@ def test_the_run_reports_what_share_of_its_wall_time_validation_took(toy_corpus,
     assert summary["validation_fraction"] == pytest.approx(sum(times) / summary["time_wall_s"])
     assert 0 < summary["validation_fraction"] < 1
     assert any(line.startswith("validation took ") for line in summary["report_lines"])
+
+
+def test_the_latent_diagnostics_do_not_replace_the_validation_nll(toy_corpus, tmp_path):
+    """The validation NLL is the one over the validation batches, whether or not the latent diagnostics run (they
+    compute their own on latent_batches sentences, kept as valid_latent_recon_nll)."""
+    from textebm.train import Validator
+
+    t = Trainer(tiny_recipe(toy_corpus, "train.steps=3", "train.latent_batches=1"), tmp_path / "run", device="cpu",
+                progress=False)
+    for _ in range(3):
+        t.train_step(t.data.next())
+        t.step += 1
+    with_diag = t.evaluate()
+    plain = Validator(tiny_recipe(toy_corpus, "train.steps=3", "train.latent_batches=0",
+                                  "train.prior_fit_samples=0"), t.data, t.device)(t.model, t.step)
+    assert "valid_mi" in with_diag and "valid_latent_recon_nll" in with_diag and "valid_mi" not in plain
+    assert with_diag["valid_recon_nll"] == pytest.approx(plain["valid_recon_nll"], rel=1e-6)
+    assert with_diag["valid_latent_recon_nll"] != pytest.approx(plain["valid_recon_nll"], rel=1e-3)

@@ -64,7 +64,11 @@ class Validator:
                 if diag.get("message"):
                     _log(f"latent diagnostics: {diag['message']}")
                 skip = ("n_sentences", "n_chains", "message")
-                out.update({f"valid_{k}": v for k, v in diag.items() if k not in skip})
+                for k, v in diag.items():  # the diagnostics' own reconstruction NLL (latent_batches sentences,
+                    if k in skip:          # refined chains) never replaces the validation's over the whole split
+                        continue
+                    key = f"valid_{k}"
+                    out[f"valid_latent_{k}" if key in out or k.startswith("recon_nll") else key] = v
             if t.prior_fit_samples and self.data.latent_diagnostics and step > 0:
                 out.update(self._prior_fit(model, step))
         finally:
