@@ -127,3 +127,65 @@ def test_a_chain_that_starts_at_the_encoder_starts_at_its_draws(tmp_path):
     torch.testing.assert_close(again.encoder(x[:2])[0], model.encoder(x[:2])[0])
     with pytest.raises(Exception, match="posterior_start: encoder needs"):
         apply_overrides(Recipe(), ["sampling.posterior_start=encoder"])
+
+
+def test_a_chain_that_starts_at_the_encoders_mean_starts_at_mu_exactly():
+    from textebm.data import WordVocab
+    from textebm.model import build_model
+
+    r = apply_overrides(Recipe(), ["model.latent_dim=3", "model.embed_dim=8", "model.hidden_dim=8",
+                                   "prior.hidden=8", "model.encoder=gru", "sampling.posterior_start=encoder_mean",
+                                   "sampling.posterior_steps=0"])
+    vocab = WordVocab.build(["a b c"])
+    model = build_model(r, vocab).eval()
+    with torch.no_grad():
+        model.encoder.head.weight.zero_()
+        model.encoder.head.bias.copy_(torch.tensor([5.0, -5.0, 2.0, 0.0, 0.0, 0.0]))  # sigma = 1: draws would spread
+    x = torch.tensor([[vocab.bos_id, 4, 5, vocab.eos_id]] * 50)
+    z = model.sample_posterior(x, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(z, torch.tensor([[5.0, -5.0, 2.0]]).expand(50, 3), atol=1e-6, rtol=0)
+    with pytest.raises(Exception, match="posterior_start: encoder_mean needs"):
+        apply_overrides(Recipe(), ["sampling.posterior_start=encoder_mean"])
+
+
+@pytest.mark.parametrize("kind", ["chain", "elbo"])
+def test_the_information_term_on_the_encoders_codes_is_minus_lambda_times_i_and_moves_only_the_encoder(kind):
+    """encoder_loss(lambda) - encoder_loss(0) at the same draws is -lambda I(y; z), I computed by hand from the
+    symbol prior's softmax at those draws; the prior's parameters get no gradient from it, the encoder's do, and
+    one descent step on it raises I (codes move toward confident, balanced symbols)."""
+    from textebm.prior import SymbolVectorPrior
+
+    torch.manual_seed(0)
+    enc = MLPEncoder(4, 2, hidden=16)
+    prior = SymbolVectorPrior(2, n_symbols=3, hidden=8)
+    with torch.no_grad():
+        prior.net[-1].weight.mul_(10.0)  # symbols that differ across the codes
+    dec = LinearGaussianDecoder([1.0, 0.5], D=4)
+    model = type("M", (), {"encoder": enc, "prior": prior, "decoder": dec})()
+    x = dec.data(64, torch.Generator().manual_seed(1))
+    z_pos = torch.randn(64, 2)
+    base = encoder_loss(model, x, z_pos, kind, torch.Generator().manual_seed(2))
+    with_info = encoder_loss(model, x, z_pos, kind, torch.Generator().manual_seed(2), symbol_information=3.0)
+    mu, log_std = enc(x)
+    z = mu + log_std.exp() * torch.randn(mu.shape, generator=torch.Generator().manual_seed(2))
+    p = torch.softmax(prior.symbol_logits(z), -1)
+    m = p.mean(0)
+    info = -(m * m.log()).sum() + (p * p.log()).sum(-1).mean()
+    assert float(info.detach()) > 0.01
+    torch.testing.assert_close(with_info - base, -3.0 * info, atol=1e-5, rtol=1e-5)
+    (with_info - base).backward()
+    assert all(q.grad is None or float(q.grad.abs().max()) == 0.0 for q in prior.parameters())
+    assert sum(float(q.grad.abs().sum()) for q in enc.parameters() if q.grad is not None) > 0
+    opt = torch.optim.SGD(enc.parameters(), lr=0.5)
+    before = float(info.detach())
+    for _ in range(20):
+        opt.zero_grad()
+        (encoder_loss(model, x, z_pos, kind, torch.Generator().manual_seed(2), symbol_information=1.0)
+         - encoder_loss(model, x, z_pos, kind, torch.Generator().manual_seed(2))).backward()
+        opt.step()
+    mu, log_std = enc(x)
+    z = mu + log_std.exp() * torch.randn(mu.shape, generator=torch.Generator().manual_seed(2))
+    p = torch.softmax(prior.symbol_logits(z), -1)
+    m = p.mean(0)
+    after = float((-(m * m.log()).sum() + (p * p.log()).sum(-1).mean()).detach())
+    assert after > before + 0.05

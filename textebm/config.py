@@ -154,7 +154,7 @@ class SamplingConfig:
     posterior_sampler_args: Dict[str, Any] = field(default_factory=dict)
     posterior_warm_start: bool = False  # each training example's chain starts from its last posterior sample
     posterior_start: str = "reference"  # reference: N(0, sigma0^2 I) | encoder: a draw of the amortized
-                                        # posterior q(z | x) (needs model.encoder)
+                                        # posterior q(z | x) | encoder_mean: its mean (both need model.encoder)
     noise: bool = True                # false: no noise in either chain (both become gradient ascent)
     z_clamp: Optional[float] = None
     check_every: int = 0              # also read a chain's divergence flags every N steps (0: once, at its end)
@@ -168,7 +168,7 @@ class SamplingConfig:
     _choices = {"on_nan": ("raise", "skip"), "compile": ("none", "default", "reduce-overhead", "max-autotune"),
                 "prior_schedule": SCHEDULES, "posterior_schedule": SCHEDULES, "posterior_sampler": SAMPLER_NAMES,
                 "capture": ("auto", "none", "cuda_graph"), "prior_start": ("reference", "posterior"),
-                "posterior_start": ("reference", "encoder")}
+                "posterior_start": ("reference", "encoder", "encoder_mean")}
     _ranges = {"prior_steps": _b("steps_chain"), "posterior_steps": _b("steps_chain"),
                "prior_step_size": (1e-12, None), "posterior_step_size": (1e-12, None),
                "prior_step_size_end": (1e-12, None), "posterior_step_size_end": (1e-12, None),
@@ -439,8 +439,9 @@ def check_recipe(recipe: "Recipe") -> None:
         if getattr(s, f"{which}_schedule") != "constant" and getattr(s, f"{which}_step_size_end") is None:
             raise ConfigError(f"sampling.{which}_schedule: {getattr(s, f'{which}_schedule')} needs "
                               f"sampling.{which}_step_size_end")
-    if s.posterior_start == "encoder" and not recipe.model.encoder:
-        raise ConfigError("sampling.posterior_start: encoder needs an amortized posterior: set model.encoder: gru")
+    if s.posterior_start in ("encoder", "encoder_mean") and not recipe.model.encoder:
+        raise ConfigError(f"sampling.posterior_start: {s.posterior_start} needs an amortized posterior: set "
+                          f"model.encoder: gru")
     if recipe.model.encoder and recipe.data.kind != "text":
         raise ConfigError("model.encoder reads token ids: it is for text runs only")
     if s.prior_persistent and s.prior_start != "reference":

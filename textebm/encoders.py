@@ -153,21 +153,37 @@ def build_encoder(kind: str, **kwargs) -> nn.Module:
 
 
 def encoder_loss(model, x: torch.Tensor, z_pos: torch.Tensor, kind: str = "chain",
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, symbol_information: float = 0.0) -> torch.Tensor:
     """The encoder's loss on a batch (module docstring): ``chain``, -mean log q(z+ | x) at the posterior chain's
     samples; ``elbo``, -mean ELBO with gradients reaching only the encoder (the model's parameters are frozen
-    for it by the caller's optimizer split: this loss is added to the others only through q's parameters)."""
-    enc = model.encoder
-    if kind == "chain":
-        return -enc.log_prob(x, z_pos.detach()).mean()
-    if kind == "elbo":
-        from .sampling import frozen
+    for it by the caller's optimizer split: this loss is added to the others only through q's parameters).
 
-        mu, log_std = enc(x)
+    ``symbol_information`` lambda_I > 0 (a symbol-vector prior) adds -lambda_I * I(y; z) at reparameterized draws
+    z ~ q(z | x) of the batch, the prior frozen (:func:`textebm.objectives.regularizers.symbol_information`): the
+    information term of Pang & Wu (2021) reaching the codes, as their amortized posterior's samples carry it, so
+    that the codes themselves gather into one region per symbol; the prior's share of the term is the learning
+    rule's own regularizer."""
+    enc = model.encoder
+    if kind not in ("chain", "elbo"):
+        raise ValueError(f"unknown encoder loss {kind!r}; choose chain or elbo")
+    mu, log_std = enc(x)
+    z = None
+    if kind == "elbo" or symbol_information > 0:
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + log_std.exp() * eps
+    if kind == "chain":
+        loss = -gaussian_log_prob(z_pos.detach(), mu, log_std).mean()
+    else:
+        from .sampling import frozen
+
         with frozen(model.prior, model.decoder):
             joint = model.prior.log_prob_unnormalized(z) + model.decoder.log_prob(x, z).float()
         entropy = log_std.sum(-1) + 0.5 * z.shape[-1] * (1.0 + math.log(2 * math.pi))
-        return -(joint + entropy).mean()
-    raise ValueError(f"unknown encoder loss {kind!r}; choose chain or elbo")
+        loss = -(joint + entropy).mean()
+    if symbol_information > 0:
+        from .objectives.regularizers import symbol_information as information
+        from .sampling import frozen
+
+        with frozen(model.prior):
+            loss = loss - symbol_information * information(model.prior, z, detach=False)
+    return loss

@@ -123,13 +123,16 @@ class LatentEBMModel(nn.Module):
     def posterior_start(self, x, chain: Optional[ChainConfig] = None,
                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Where a posterior chain on x starts: a draw of the encoder's q(z | x) when the chain starts at the
-        encoder (``sampling.posterior_start: encoder``) and the model has one, else N(0, sigma0^2 I)."""
+        encoder (``sampling.posterior_start: encoder``), its mean mu(x) (``encoder_mean``: the chain alone then
+        supplies the noise), when the model has one; else N(0, sigma0^2 I)."""
         chain = chain or self.posterior_chain
         n = x.shape[0] if hasattr(x, "shape") else len(x)
-        if chain.start == "encoder" and self.encoder is not None:
+        if chain.start in ("encoder", "encoder_mean") and self.encoder is not None:
             was = self.encoder.training
             self.encoder.eval()
             try:
+                if chain.start == "encoder_mean":
+                    return self.encoder(x)[0].float()
                 return self.encoder.sample(x, generator=generator).float()
             finally:
                 self.encoder.train(was)

@@ -46,10 +46,11 @@ def gradient_penalty(model, z: torch.Tensor) -> torch.Tensor:
     return g.pow(2).sum(-1).mean()
 
 
-def symbol_information(model, z: torch.Tensor) -> torch.Tensor:
+def symbol_information(model, z: torch.Tensor, detach: bool = True) -> torch.Tensor:
     """I(y; z) = H(mean_i p(y | z_i)) - mean_i H(p(y | z_i)) over the rows z_i of z, in nats, differentiable in the
-    prior's parameters (``model.symbol_log_probs``: a symbol-vector prior). Between 0 and log K."""
-    log_p = model.symbol_log_probs(z.detach())                      # (n, K)
+    prior's parameters (``model.symbol_log_probs``: a symbol-vector prior), and in z unless ``detach``. Between 0
+    and log K."""
+    log_p = model.symbol_log_probs(z.detach() if detach else z)     # (n, K)
     p = log_p.exp()
     marginal = p.mean(0)
     h_marginal = -(marginal * torch.log(marginal.clamp_min(1e-30))).sum()

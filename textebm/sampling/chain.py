@@ -30,8 +30,8 @@ from .schedules import Schedule, ScheduleLike, first_value
 #: Tieleman 2008); recent posterior samples z+ of the training batches
 PRIOR_STARTS = ("reference", "persistent", "posterior")
 #: where a posterior chain may start: N(0, sigma0^2 I); each training example's last z+ (Han et al. 2017); a draw
-#: of the amortized posterior q(z | x) (the model's encoder)
-POSTERIOR_STARTS = ("reference", "example", "encoder")
+#: of the amortized posterior q(z | x) (the model's encoder); its mean mu(x)
+POSTERIOR_STARTS = ("reference", "example", "encoder", "encoder_mean")
 
 
 @dataclass(frozen=True)

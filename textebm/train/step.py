@@ -25,9 +25,10 @@ class TrainingLoss(nn.Module):
 
     A fixed prior (``prior.fixed``) has no loss; a model without an encoder neither."""
 
-    def __init__(self, model, objective: nn.Module, encoder_loss: str = "chain"):
+    def __init__(self, model, objective: nn.Module, encoder_loss: str = "chain", symbol_information: float = 0.0):
         super().__init__()
         self.model, self.objective, self.encoder_loss = model, objective, encoder_loss
+        self.symbol_information = float(symbol_information)  # the information term's weight on the encoder's codes
 
     def forward(self, x, z_pos, z_neg, generator=None):
         from ..encoders import encoder_loss
@@ -36,7 +37,7 @@ class TrainingLoss(nn.Module):
         zero = logp.new_zeros(())
         prior_loss, stats = (zero, {}) if self.model.prior.fixed else self.objective(self.model.prior, z_pos, z_neg)
         enc_loss = zero if self.model.encoder is None else encoder_loss(self.model, x, z_pos, self.encoder_loss,
-                                                                        generator)
+                                                                        generator, self.symbol_information)
         return logp, prior_loss, enc_loss, stats
 
 
