@@ -115,6 +115,22 @@ def test_refining_moves_each_code_to_its_posteriors_mode(vocab):
     assert torch.equal(sharp.std, rough.std)  # the spread is still the chains'
 
 
+def test_a_recipes_code_refine_is_the_default_ascent_and_an_explicit_refine_overrides_it(vocab):
+    from textebm.config import Recipe, apply_overrides
+
+    model = copy_model(vocab)
+    want = torch.stack([posterior_mean(vocab, s) for s in SENTENCES])
+    assert model.code_refine() == 0  # no recipe: the mean itself
+    model._recipe = apply_overrides(Recipe(), ["sampling.code_refine=60"])  # the chains stay the test's
+    assert model.code_refine() == 60 and model.code_refine(0) == 0
+    g = torch.Generator().manual_seed(0)
+    sharp = model.encode(SENTENCES, n_chains=2, chain=CHAIN, generator=g, refine_step_size=0.1)
+    assert sharp.source == "chains+mode" and torch.allclose(sharp.mean, want, atol=1e-4)
+    g = torch.Generator().manual_seed(0)
+    rough = model.encode(SENTENCES, n_chains=2, chain=CHAIN, generator=g, refine=0)
+    assert rough.source == "chains" and (rough.mean - want).abs().max() > 0.02
+
+
 def test_the_round_trip_through_the_copy_model_gives_the_sentences_back(vocab):
     model = copy_model(vocab)
     decodes, rows, scores = reconstruct_all(model, SENTENCES, batch_size=2, n_chains=4, chain=CHAIN, seed=1)

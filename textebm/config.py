@@ -155,6 +155,9 @@ class SamplingConfig:
     posterior_warm_start: bool = False  # each training example's chain starts from its last posterior sample
     posterior_start: str = "reference"  # reference: N(0, sigma0^2 I) | encoder: a draw of the amortized
                                         # posterior q(z | x) | encoder_mean: its mean (both need model.encoder)
+    code_refine: int = 0              # a sentence's code (encode, reconstruct, interpolate, sample --near): the
+                                      # encoder's or chains' mean climbed this many noise-free steps to the
+                                      # posterior's mode (0: the mean itself; --refine overrides)
     noise: bool = True                # false: no noise in either chain (both become gradient ascent)
     z_clamp: Optional[float] = None
     check_every: int = 0              # also read a chain's divergence flags every N steps (0: once, at its end)
@@ -174,7 +177,7 @@ class SamplingConfig:
                "prior_step_size_end": (1e-12, None), "posterior_step_size_end": (1e-12, None),
                "prior_noise": (0.0, None), "posterior_noise": (0.0, None),
                "prior_persistent": _b("prior_persistent"), "prior_reinit": (0.0, 1.0), "check_every": (0, None),
-               "capture_bucket": _b("capture_bucket"),
+               "capture_bucket": _b("capture_bucket"), "code_refine": (0, 10 ** 5),
                "z_clamp": (1e-12, None), "prior_start_fraction": (0.0, 1.0), "prior_replay": (1, 10 ** 7)}
 
 

@@ -55,7 +55,7 @@ def _bar(total: int, desc: str, enabled: bool):
 
 
 def encode_all(model, inputs, batch_size: int = 64, n_chains: int = 8, chain=None, seed: int = 0,
-               progress: bool = False, amortized: Optional[bool] = None, refine: int = 0):
+               progress: bool = False, amortized: Optional[bool] = None, refine: Optional[int] = None):
     """:meth:`~textebm.model.LatentEBMModel.encode` over many inputs (sentences or a tensor of examples), batched:
     a :class:`~textebm.model.Codes` of all of them in the input's order (``samples`` kept when chains ran);
     ``refine``: steps of ascent to each posterior's mode (:meth:`~textebm.model.LatentEBMModel.encode`)."""
@@ -100,7 +100,7 @@ def _bodies(model, x: torch.Tensor) -> List[List[int]]:
 
 def reconstruct_all(model, inputs, batch_size: int = 64, n_chains: int = 8, chain=None, seed: int = 0,
                     progress: bool = False, decoding: Optional[dict] = None, scores: bool = True,
-                    amortized: Optional[bool] = None, refine: int = 0):
+                    amortized: Optional[bool] = None, refine: Optional[int] = None):
     """Each input decoded at its code (:meth:`~textebm.model.LatentEBMModel.reconstruct`), batched.
 
     Text: returns (decodes, per-sentence rows, scores). ``decoding`` is the rule (default greedy, the recipe's

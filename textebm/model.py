@@ -187,7 +187,7 @@ class LatentEBMModel(nn.Module):
 
     def encode(self, x, n_chains: int = 8, chain: Optional[ChainConfig] = None,
                generator: Optional[torch.Generator] = None, amortized: Optional[bool] = None,
-               refine: int = 0, refine_step_size: float = 0.3) -> "Codes":
+               refine: Optional[int] = None, refine_step_size: float = 0.3) -> "Codes":
         """The code of each input: a point in latent space with its spread, :class:`Codes` (``mean``, ``std``,
         each (batch, d); ``samples`` (batch, C, d) when chains were run; ``source``).
 
@@ -200,7 +200,9 @@ class LatentEBMModel(nn.Module):
 
         ``refine`` > 0 moves each mean to the posterior's mode by that many steps of gradient ascent on
         log p_alpha(z) + log p_beta(x | z) (Langevin steps of size ``refine_step_size`` without noise:
-        z <- z + s^2/2 grad), the code a reconstruction decodes best; the source then ends in ``+mode``."""
+        z <- z + s^2/2 grad), the code a reconstruction decodes best; the source then ends in ``+mode``. None:
+        the recipe's ``sampling.code_refine`` (:meth:`code_refine`)."""
+        refine = self.code_refine(refine)
         codes = self._encode(x, n_chains, chain, generator, amortized)
         if refine <= 0:
             return codes
@@ -215,6 +217,13 @@ class LatentEBMModel(nn.Module):
         finally:
             self.train(was)
         return Codes(mode.detach().float(), codes.std, codes.samples, codes.source + "+mode")
+
+    def code_refine(self, refine: Optional[int] = None) -> int:
+        """The steps of ascent to the posterior's mode that make a code: ``refine`` when given, else the recipe's
+        ``sampling.code_refine`` (0 for a model without a recipe)."""
+        if refine is not None:
+            return int(refine)
+        return int(getattr(self.recipe.sampling, "code_refine", 0)) if self.recipe is not None else 0
 
     def _encode(self, x, n_chains: int, chain: Optional[ChainConfig], generator: Optional[torch.Generator],
                 amortized: Optional[bool]) -> "Codes":
@@ -253,15 +262,15 @@ class LatentEBMModel(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x, chain: Optional[ChainConfig] = None, generator: Optional[torch.Generator] = None,
-                    n_chains: Optional[int] = None, codes: Optional[torch.Tensor] = None, refine: int = 0,
-                    **decoding):
+                    n_chains: Optional[int] = None, codes: Optional[torch.Tensor] = None,
+                    refine: Optional[int] = None, **decoding):
         """Each input decoded at its code: sentences (text) or mean images g(z) (images).
 
         The code is ``codes`` when given, else :meth:`encode`'s mean (the amortized posterior's mean, or the mean
         of ``n_chains`` posterior chains by ``chain``; default 8 chains for text and 1 for images, whose code is
         then one posterior sample z+, as the image evaluation has always reconstructed). Sentences are decoded
         greedily unless ``decoding`` says otherwise (the most likely sentence of the code, token by token).
-        ``refine``: :meth:`encode`'s ascent to the posterior mode."""
+        ``refine``: :meth:`encode`'s ascent to the posterior mode (None: the recipe's)."""
         if codes is None:
             n = n_chains if n_chains is not None else (1 if self.is_image else 8)
             with torch.enable_grad():

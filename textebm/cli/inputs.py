@@ -24,9 +24,10 @@ def add_common(p, chains_help: str = "posterior chains per input when the run ha
     --no-progress; with ``refine`` also --refine (steps of ascent from each code to its posterior's mode)."""
     p.add_argument("--chains", type=int_in(1, 10 ** 4), default=8, help=chains_help)
     if refine:
-        p.add_argument("--refine", type=int_in(0, 10 ** 5), default=0, metavar="STEPS",
+        p.add_argument("--refine", type=int_in(0, 10 ** 5), default=None, metavar="STEPS",
                        help="move each code to its posterior's mode by STEPS steps of gradient ascent (noise-free "
-                            "Langevin of size 0.3); 100 suits the quickstart (default 0: the chains' mean)")
+                            "Langevin of size 0.3); 100 suits the quickstart (default: the recipe's "
+                            "sampling.code_refine, 0 in most: the mean itself)")
     p.add_argument("--batch-size", type=int_in(1, 10 ** 6), default=64, help="inputs per batch (default 64)")
     p.add_argument("--seed", type=seed_type, default=0, help="seed of the chains and of sampled decoding")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default cpu)")
