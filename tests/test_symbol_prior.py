@@ -120,3 +120,23 @@ def test_recipes_build_and_check_the_symbol_prior(toy_corpus):
         apply_overrides(Recipe(), ["prior.objective_args={symbol_information: 1.0}"])
     with pytest.raises(ConfigError, match="n_symbols"):
         apply_overrides(Recipe(), ["prior.kind=symbol_vector", "prior.n_symbols=0"])
+
+
+def test_a_wider_start_spreads_the_symbols_over_the_codes_from_the_first_step():
+    """spread multiplies the output layer's initial weights (the rest of the network is the same draw), so p(y | z)
+    starts far from uniform: at the default start every code is nearly undecided, at spread 10 most codes have a
+    clear symbol and several symbols have codes; the recipe key builds it."""
+    torch.manual_seed(3)
+    plain = SymbolVectorPrior(8, n_symbols=6, hidden=32)
+    torch.manual_seed(3)
+    wide = SymbolVectorPrior(8, n_symbols=6, hidden=32, spread=10.0)
+    torch.testing.assert_close(wide.net[-1].weight, 10.0 * plain.net[-1].weight)
+    torch.testing.assert_close(wide.net[0].weight, plain.net[0].weight)
+    z = torch.randn(2000, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p_plain, p_wide = plain.symbol_log_probs(z).exp(), wide.symbol_log_probs(z).exp()
+    assert p_plain.max(1).values.mean() < 0.2 < 0.4 < p_wide.max(1).values.mean()  # uniform: 1/6
+    assert len(p_wide.argmax(1).unique()) >= 3
+    from textebm.config import Recipe, apply_overrides
+    r = apply_overrides(Recipe(), ["prior.kind=symbol_vector", "prior.symbol_spread=10"])
+    assert r.prior.symbol_spread == 10.0

@@ -108,6 +108,8 @@ class PriorConfig:
                                        # symbol_vector: exp(<y, f_alpha(z)>) N(0, sigma0^2 I) / Z with a symbol y
                                        # of n_symbols (Pang & Wu 2021): f = logsumexp_y f_y, clusters, conditions
     n_symbols: int = 10                # symbol_vector: the number K of symbols (f_alpha: latent -> R^K)
+    symbol_spread: float = 1.0         # symbol_vector: the output layer's initial weights times this, so that the
+                                       # symbols differ across the codes from the start (docs/latent.md)
     hidden: int = 200
     n_layers: int = 2
     activation: str = "leaky_relu"
@@ -126,7 +128,7 @@ class PriorConfig:
     _choices = {"kind": ("ebm", "gaussian", "symbol_vector"), "sampler": SAMPLER_NAMES,
                 "reference": ("gaussian", "fitted")}
     _ranges = {"hidden": _b("hidden"), "n_layers": _b("n_layers"), "sigma0": (1e-12, 1e6),
-               "n_symbols": _b("n_symbols"),
+               "n_symbols": _b("n_symbols"), "symbol_spread": (0.0, 1e6),
                "f_clamp": (1e-12, 1e12), "reference_momentum": (0.0, 0.999999)}
 
 

@@ -660,7 +660,7 @@ def build_model(recipe, tokenizer=None) -> LatentEBMModel:
     elif p.kind == "symbol_vector":
         prior = SymbolVectorPrior(m.latent_dim, n_symbols=p.n_symbols, hidden=p.hidden, n_layers=p.n_layers,
                                   activation=p.activation, negative_slope=p.negative_slope, sigma0=p.sigma0,
-                                  f_clamp=p.f_clamp, **ref)
+                                  f_clamp=p.f_clamp, spread=p.symbol_spread, **ref)
     else:
         prior = LatentEBMPrior(m.latent_dim, hidden=p.hidden, n_layers=p.n_layers, activation=p.activation,
                                negative_slope=p.negative_slope, sigma0=p.sigma0, f_clamp=p.f_clamp, **ref)

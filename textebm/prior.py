@@ -226,8 +226,12 @@ class SymbolVectorPrior(LatentEBMPrior):
     with f the log-sum-exp; the paper's information term on the symbols is the learning rules' regularizer
     ``symbol_information`` (:func:`textebm.objectives.regularizers.symbol_information`).
 
-    Args: those of :class:`LatentEBMPrior`, plus ``n_symbols`` K (the network's last layer has K outputs).
-    ``f_clamp`` bounds each f_k (so f stays below f_clamp + log K).
+    Args: those of :class:`LatentEBMPrior`, plus ``n_symbols`` K (the network's last layer has K outputs) and
+    ``spread``, a factor on that layer's initial weights: at the default scale the K outputs start nearly equal,
+    so p(y | z) is nearly uniform, the information term's gradient nearly zero, and the maximum-likelihood
+    gradient, shared among the symbols in proportion to p(y | z), lets the symbol that leads early take every code;
+    a wider start gives each symbol a region of the codes from the first step. ``f_clamp`` bounds each f_k (so f
+    stays below f_clamp + log K).
     """
 
     kind = "symbol_vector"
@@ -235,13 +239,17 @@ class SymbolVectorPrior(LatentEBMPrior):
     @captures_config
     def __init__(self, latent_dim: int, n_symbols: int = 10, hidden: int = 200, n_layers: int = 2,
                  activation: str = "leaky_relu", negative_slope: float = 0.2, sigma0: float = 1.0,
-                 f_clamp: Optional[float] = None, reference: str = "gaussian", reference_momentum: float = 0.99):
+                 f_clamp: Optional[float] = None, reference: str = "gaussian", reference_momentum: float = 0.99,
+                 spread: float = 1.0):
         if n_symbols < 1:
             raise ValueError(f"n_symbols must be >= 1, got {n_symbols}")
         super().__init__(latent_dim, hidden, n_layers, activation, negative_slope, sigma0, f_clamp, reference,
                          reference_momentum)
         self.n_symbols = int(n_symbols)
         self.net = mlp(latent_dim, hidden, n_layers, self.n_symbols, activation, negative_slope)
+        if spread != 1.0:
+            with torch.no_grad():
+                self.net[-1].weight.mul_(float(spread))
 
     def symbol_logits(self, z: torch.Tensor) -> torch.Tensor:
         """f_alpha(z) = (f_1(z), ..., f_K(z)), each soft-clamped by ``f_clamp``; shape (batch, K)."""
