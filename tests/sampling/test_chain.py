@@ -93,8 +93,9 @@ CHAIN_FIELDS = {
     "prior_reinit": None,  # the persistent store's restart rate (the trainer's PersistentChains), not the chain's
     "prior_replay": None,  # the size of the trainer's store of posterior samples (CodeReplay), not the chain's
 }
-#: sampling keys of the training loop, not of a chain (posterior_start: the model resolves it, tests/test_encoders.py)
-LOOP_KEYS = {"on_nan", "compile", "capture_bucket", "posterior_start"}
+#: sampling keys of the training loop or the model, not of a chain (posterior_start: the model resolves it,
+#: tests/test_encoders.py; code_refine: the model's encode, tests/test_latent_tools.py)
+LOOP_KEYS = {"on_nan", "compile", "capture_bucket", "posterior_start", "code_refine"}
 
 
 def _run_both(recipe):
