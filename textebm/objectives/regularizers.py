@@ -20,6 +20,9 @@ Both act on f, the network output, at the positives z+ (the posterior samples in
   an estimate of the information the symbol carries about the sentences x. Maximizing it makes each sentence's
   symbol certain (the second term) while all symbols are used (the first), so that the symbols partition the
   codes of the data into clusters instead of one symbol explaining everything.
+  Here the term moves the prior (z+ detached); with an amortized posterior the same weight also moves the
+  encoder's codes (:func:`textebm.encoders.encoder_loss`), without which one symbol takes every code
+  (docs/latent.md).
 
 Recipe keys (under ``prior.objective_args``): ``potential_control: 0.0``, ``grad_penalty: 0.0`` and
 ``symbol_information: 0.0`` (off).
