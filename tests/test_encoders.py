@@ -105,18 +105,25 @@ def test_gaussian_log_prob_is_the_normal_density():
     torch.testing.assert_close(gaussian_log_prob(zk, mu, log_std), ref_k)
 
 
-def test_a_chain_that_starts_at_the_encoder_starts_at_its_draws(tmp_path):
+def fixed_encoder_model(start: str, log_std: float):
+    """A tiny model whose chain (0 steps: the start itself) starts at ``start`` and whose encoder gives
+    q(z | x) = N((5, -5, 2), exp(log_std)^2 I) for every sentence; with its vocabulary."""
     from textebm.data import WordVocab
     from textebm.model import build_model
 
     r = apply_overrides(Recipe(), ["model.latent_dim=3", "model.embed_dim=8", "model.hidden_dim=8",
-                                   "prior.hidden=8", "model.encoder=gru", "sampling.posterior_start=encoder",
+                                   "prior.hidden=8", "model.encoder=gru", f"sampling.posterior_start={start}",
                                    "sampling.posterior_steps=0"])
     vocab = WordVocab.build(["a b c"])
     model = build_model(r, vocab).eval()
     with torch.no_grad():
         model.encoder.head.weight.zero_()
-        model.encoder.head.bias.copy_(torch.tensor([5.0, -5.0, 2.0, math.log(0.1), math.log(0.1), math.log(0.1)]))
+        model.encoder.head.bias.copy_(torch.tensor([5.0, -5.0, 2.0, log_std, log_std, log_std]))
+    return model, vocab
+
+
+def test_a_chain_that_starts_at_the_encoder_starts_at_its_draws(tmp_path):
+    model, vocab = fixed_encoder_model("encoder", math.log(0.1))
     x = torch.tensor([[vocab.bos_id, 4, 5, vocab.eos_id]] * 400)
     z = model.sample_posterior(x, generator=torch.Generator().manual_seed(0))  # 0 steps: the start itself
     torch.testing.assert_close(z.mean(0), torch.tensor([5.0, -5.0, 2.0]), atol=0.03, rtol=0)
@@ -130,17 +137,7 @@ def test_a_chain_that_starts_at_the_encoder_starts_at_its_draws(tmp_path):
 
 
 def test_a_chain_that_starts_at_the_encoders_mean_starts_at_mu_exactly():
-    from textebm.data import WordVocab
-    from textebm.model import build_model
-
-    r = apply_overrides(Recipe(), ["model.latent_dim=3", "model.embed_dim=8", "model.hidden_dim=8",
-                                   "prior.hidden=8", "model.encoder=gru", "sampling.posterior_start=encoder_mean",
-                                   "sampling.posterior_steps=0"])
-    vocab = WordVocab.build(["a b c"])
-    model = build_model(r, vocab).eval()
-    with torch.no_grad():
-        model.encoder.head.weight.zero_()
-        model.encoder.head.bias.copy_(torch.tensor([5.0, -5.0, 2.0, 0.0, 0.0, 0.0]))  # sigma = 1: draws would spread
+    model, vocab = fixed_encoder_model("encoder_mean", 0.0)  # sigma = 1: draws would spread
     x = torch.tensor([[vocab.bos_id, 4, 5, vocab.eos_id]] * 50)
     z = model.sample_posterior(x, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(z, torch.tensor([[5.0, -5.0, 2.0]]).expand(50, 3), atol=1e-6, rtol=0)

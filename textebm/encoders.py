@@ -163,26 +163,24 @@ def encoder_loss(model, x: torch.Tensor, z_pos: torch.Tensor, kind: str = "chain
     information term of Pang & Wu (2021) reaching the codes, as their amortized posterior's samples carry it, so
     that the codes themselves gather into one region per symbol; the prior's share of the term is the learning
     rule's own regularizer."""
+    from .sampling import frozen
+
     enc = model.encoder
     if kind not in ("chain", "elbo"):
         raise ValueError(f"unknown encoder loss {kind!r}; choose chain or elbo")
     mu, log_std = enc(x)
-    z = None
     if kind == "elbo" or symbol_information > 0:
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + log_std.exp() * eps
     if kind == "chain":
         loss = -gaussian_log_prob(z_pos.detach(), mu, log_std).mean()
     else:
-        from .sampling import frozen
-
         with frozen(model.prior, model.decoder):
             joint = model.prior.log_prob_unnormalized(z) + model.decoder.log_prob(x, z).float()
         entropy = log_std.sum(-1) + 0.5 * z.shape[-1] * (1.0 + math.log(2 * math.pi))
         loss = -(joint + entropy).mean()
     if symbol_information > 0:
         from .objectives.regularizers import symbol_information as information
-        from .sampling import frozen
 
         with frozen(model.prior):
             loss = loss - symbol_information * information(model.prior, z, detach=False)

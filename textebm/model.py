@@ -223,7 +223,7 @@ class LatentEBMModel(nn.Module):
         ``sampling.code_refine`` (0 for a model without a recipe)."""
         if refine is not None:
             return int(refine)
-        return int(getattr(self.recipe.sampling, "code_refine", 0)) if self.recipe is not None else 0
+        return int(self.recipe.sampling.code_refine) if self.recipe is not None else 0
 
     def _encode(self, x, n_chains: int, chain: Optional[ChainConfig], generator: Optional[torch.Generator],
                 amortized: Optional[bool]) -> "Codes":

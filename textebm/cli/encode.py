@@ -43,8 +43,9 @@ def run(args) -> int:
     codes = encode_all(model, x, batch_size=args.batch_size, n_chains=args.chains, seed=args.seed,
                        progress=not args.no_progress, refine=args.refine)
     how = "the amortized posterior q(z | x)" if codes.source.startswith("encoder") else f"{args.chains} posterior chains"
-    if model.code_refine(args.refine):
-        how += f", each climbed {model.code_refine(args.refine)} steps to its posterior's mode"
+    steps = model.code_refine(args.refine)
+    if steps:
+        how += f", each climbed {steps} steps to its posterior's mode"
     if args.out is not None:
         write_codes(args.out, codes, texts)
         log(f"wrote {codes.mean.shape[0]} codes ({codes.mean.shape[1]} values each, from {how}) to {args.out}")

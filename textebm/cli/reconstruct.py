@@ -88,8 +88,9 @@ def run(args) -> int:
     if sc is not None:
         code = "the amortized posterior's mean" if model.encoder is not None else \
             f"the mean of {args.chains} posterior chains"
-        if model.code_refine(args.refine):
-            code += f", then {model.code_refine(args.refine)} steps of ascent to the posterior's mode"
+        steps = model.code_refine(args.refine)
+        if steps:
+            code += f", then {steps} steps of ascent to the posterior's mode"
         log(f"reconstruction of {sc['n']} sentences ({describe_decoding(rule)}, code: {code}): token accuracy "
             f"{sc['token_acc']:.3f}, exact match {sc['exact']:.3f}, BLEU-4 {sc['bleu']:.3f}")
     return 0

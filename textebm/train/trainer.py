@@ -130,7 +130,7 @@ class Trainer:
             if t.lr_prior_schedule else lam
         self.scheds = [torch.optim.lr_scheduler.LambdaLR(o, lam_prior if name == "prior" else lam)
                        for name, o in self.optimizers.items()]
-        info = float(r.prior.objective_args.get("symbol_information") or 0.0)
+        info = getattr(self.objective, "symbol_information", 0.0)  # its encoder share (the objective has its own)
         self.loss = self.dist.wrap(TrainingLoss(self.model, self.objective, t.encoder_loss, info), self.device,
                                    find_unused_parameters=bool(self.amortizers))
         self.gen = torch.Generator(device=self.device)
