@@ -186,3 +186,35 @@ def test_the_information_term_on_the_encoders_codes_is_minus_lambda_times_i_and_
     m = p.mean(0)
     after = float((-(m * m.log()).sum() + (p * p.log()).sum(-1).mean()).detach())
     assert after > before + 0.05
+
+
+def test_the_encoders_share_takes_its_own_weight_and_the_balance():
+    """symbol_information_encoder sets the term's weight on the codes apart from the prior's (0: the prior's
+    share only) and symbol_balance beta reaches both shares: encoder_loss gains exactly
+    -lambda (beta H(mean p) - mean H(p)) at its draws."""
+    from textebm.objectives import build_objective
+    from textebm.prior import SymbolVectorPrior
+    from textebm.train.step import TrainingLoss
+
+    torch.manual_seed(0)
+    enc = MLPEncoder(4, 2, hidden=16)
+    prior = SymbolVectorPrior(2, n_symbols=3, hidden=8, spread=10.0)
+    dec = LinearGaussianDecoder([1.0, 0.5], D=4)
+    model = type("M", (), {"encoder": enc, "prior": prior, "decoder": dec})()
+    x = dec.data(64, torch.Generator().manual_seed(1))
+    z_pos = torch.randn(64, 2)
+    base = encoder_loss(model, x, z_pos, "chain", torch.Generator().manual_seed(2))
+    got = encoder_loss(model, x, z_pos, "chain", torch.Generator().manual_seed(2), symbol_information=3.0,
+                       symbol_balance=0.4)
+    mu, log_std = enc(x)
+    z = mu + log_std.exp() * torch.randn(mu.shape, generator=torch.Generator().manual_seed(2))
+    p = torch.softmax(prior.symbol_logits(z), -1)
+    m = p.mean(0)
+    torch.testing.assert_close(got - base, -3.0 * (-0.4 * (m * m.log()).sum() + (p * p.log()).sum(-1).mean()),
+                               atol=1e-5, rtol=1e-5)
+    prior_only = build_objective("mle", symbol_information=5.0, symbol_information_encoder=0.0, symbol_balance=0.4)
+    loss = TrainingLoss(model, prior_only)
+    assert (loss.symbol_information, loss.symbol_balance) == (0.0, 0.4)
+    assert (prior_only.symbol_information, prior_only.symbol_balance) == (5.0, 0.4)
+    both = TrainingLoss(model, build_objective("mle", symbol_information=5.0))
+    assert (both.symbol_information, both.symbol_balance) == (5.0, 1.0)

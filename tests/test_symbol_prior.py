@@ -140,3 +140,41 @@ def test_a_wider_start_spreads_the_symbols_over_the_codes_from_the_first_step():
     from textebm.config import Recipe, apply_overrides
     r = apply_overrides(Recipe(), ["prior.kind=symbol_vector", "prior.symbol_spread=10"])
     assert r.prior.symbol_spread == 10.0
+
+
+def test_the_balance_weighs_the_entropy_of_the_symbols_marginal():
+    """symbol_information(balance=beta) = beta H(mean p(y | z)) - mean H(p(y | z)), by hand on known softmaxes:
+    certain, balanced symbols give beta log K; one symbol gives 0 at any beta."""
+    w = torch.tensor([[10.0, 0.0], [-10.0, 0.0], [0.0, 10.0], [0.0, -10.0]])
+    p = linear_prior(w, torch.zeros(4))
+    z = torch.cat([w / 10 * 3] * 5)
+    assert float(symbol_information(p, z, balance=0.5).detach()) == pytest.approx(0.5 * math.log(4), abs=1e-4)
+    z_one = (w[:1] / 10 * 3).repeat(20, 1)
+    assert float(symbol_information(p, z_one, balance=0.3).detach()) == pytest.approx(0.0, abs=1e-4)
+    soft = linear_prior(w / 20, torch.tensor([0.0, 0.5, -0.5, 1.0]))  # undecided, unequal symbols
+    zs = torch.randn(40, 2, generator=torch.Generator().manual_seed(0))
+    q = torch.softmax(soft.symbol_logits(zs), -1)
+    m = q.mean(0)
+    want = -0.7 * (m * m.log()).sum() + (q * q.log()).sum(-1).mean()
+    torch.testing.assert_close(symbol_information(soft, zs, balance=0.7), want, atol=1e-6, rtol=0)
+    # the prior's share: the learning rule's loss gains exactly -lambda times the weighted term at z+
+    z_neg = torch.randn(40, 2, generator=torch.Generator().manual_seed(1))
+    base, _ = build_objective("mle")(soft, zs, z_neg)
+    reg, stats = build_objective("mle", symbol_information=2.0, symbol_balance=0.7)(soft, zs, z_neg)
+    torch.testing.assert_close(reg - base, -2.0 * want, atol=1e-5, rtol=0)
+
+
+def test_recipe_keys_of_the_information_term_are_checked():
+    ok = apply_overrides(Recipe(), ["prior.kind=symbol_vector", "model.encoder=gru",
+                                    "prior.objective_args={symbol_information: 5, symbol_information_encoder: 0, "
+                                    "symbol_balance: 0.5}"])
+    obj = build_objective("mle", **ok.prior.objective_args)
+    assert (obj.symbol_information, obj.encoder_information, obj.symbol_balance) == (5.0, 0.0, 0.5)
+    assert build_objective("mle", symbol_information=5.0).encoder_information == 5.0  # the default: the same weight
+    with pytest.raises(ConfigError, match="symbol_balance.*needs symbols"):
+        apply_overrides(Recipe(), ["prior.objective_args={symbol_balance: 0.5}"])
+    with pytest.raises(ConfigError, match="symbol_balance.*number >= 0"):
+        apply_overrides(Recipe(), ["prior.kind=symbol_vector", "prior.objective_args={symbol_balance: -1}"])
+    with pytest.raises(ConfigError, match="symbol_information_encoder.*model.encoder"):
+        apply_overrides(Recipe(), ["prior.kind=symbol_vector",
+                                   "prior.objective_args={symbol_information: 1, symbol_information_encoder: 1}"])

@@ -455,10 +455,17 @@ def check_recipe(recipe: "Recipe") -> None:
     if recipe.prior.kind == "gaussian" and (recipe.prior.amortizer or s.prior_persistent
                                             or s.prior_start != "reference"):
         raise ConfigError("prior.kind: gaussian draws exact samples; it takes no amortizer and no persistent chains")
-    info = recipe.prior.objective_args.get("symbol_information")
-    if info and recipe.prior.kind != "symbol_vector":
-        raise ConfigError(f"prior.objective_args.symbol_information: {info!r} needs symbols: set prior.kind: "
-                          f"symbol_vector (or remove the key)")
+    args = recipe.prior.objective_args
+    for key in ("symbol_information", "symbol_information_encoder", "symbol_balance"):
+        if key in args and recipe.prior.kind != "symbol_vector":
+            raise ConfigError(f"prior.objective_args.{key}: {args[key]!r} needs symbols: set prior.kind: "
+                              f"symbol_vector (or remove the key)")
+        if key in args and (isinstance(args[key], bool) or not isinstance(args[key], (int, float))
+                            or not args[key] >= 0):
+            raise ConfigError(f"prior.objective_args.{key}: {args[key]!r} must be a number >= 0")
+    if "symbol_information_encoder" in args and not recipe.model.encoder:
+        raise ConfigError("prior.objective_args.symbol_information_encoder weighs the information term on an "
+                          "amortized posterior's codes: set model.encoder (or remove the key)")
     if s.prior_persistent and s.prior_persistent < t.batch_size:
         raise ConfigError(f"sampling.prior_persistent: {s.prior_persistent} chains cannot serve train.batch_size "
                           f"{t.batch_size}; use at least {t.batch_size} (or 0 for fresh chains)")

@@ -153,7 +153,8 @@ def build_encoder(kind: str, **kwargs) -> nn.Module:
 
 
 def encoder_loss(model, x: torch.Tensor, z_pos: torch.Tensor, kind: str = "chain",
-                 generator: Optional[torch.Generator] = None, symbol_information: float = 0.0) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, symbol_information: float = 0.0,
+                 symbol_balance: float = 1.0) -> torch.Tensor:
     """The encoder's loss on a batch (module docstring): ``chain``, -mean log q(z+ | x) at the posterior chain's
     samples; ``elbo``, -mean ELBO with gradients reaching only the encoder (the model's parameters are frozen
     for it by the caller's optimizer split: this loss is added to the others only through q's parameters).
@@ -162,7 +163,7 @@ def encoder_loss(model, x: torch.Tensor, z_pos: torch.Tensor, kind: str = "chain
     z ~ q(z | x) of the batch, the prior frozen (:func:`textebm.objectives.regularizers.symbol_information`): the
     information term of Pang & Wu (2021) reaching the codes, as their amortized posterior's samples carry it, so
     that the codes themselves gather into one region per symbol; the prior's share of the term is the learning
-    rule's own regularizer."""
+    rule's own regularizer. ``symbol_balance`` is the term's beta (the regularizer's ``symbol_balance``)."""
     from .sampling import frozen
 
     enc = model.encoder
@@ -183,5 +184,5 @@ def encoder_loss(model, x: torch.Tensor, z_pos: torch.Tensor, kind: str = "chain
         from .objectives.regularizers import symbol_information as information
 
         with frozen(model.prior):
-            loss = loss - symbol_information * information(model.prior, z, detach=False)
+            loss = loss - symbol_information * information(model.prior, z, detach=False, balance=symbol_balance)
     return loss

@@ -21,7 +21,10 @@ from .stein import KSD, SteinCD, kernel_stein_discrepancy
 
 OBJECTIVES = {"mle": ShortRunMLE, "fdiv": FDivergence, "stein_cd": SteinCD, "ksd": KSD}
 
-REGULARIZER_KEYS = ("potential_control", "grad_penalty", "symbol_information")
+REGULARIZER_KEYS = ("potential_control", "grad_penalty", "symbol_information", "symbol_information_encoder",
+                    "symbol_balance")
+#: the regularizers' weights (the others, e.g. ``symbol_balance``, shape a term that a weight switches on)
+REGULARIZER_WEIGHTS = ("potential_control", "grad_penalty", "symbol_information", "symbol_information_encoder")
 
 
 def _init_params(cls) -> list:
@@ -69,8 +72,8 @@ def build_objective(objective: str = "mle", amortizer=None, **kwargs) -> PriorOb
 
     Keyword arguments:
         the rule's own arguments (e.g. ``divergence``, ``alpha`` for fdiv; ``step_size`` for stein_cd);
-        ``potential_control``, ``grad_penalty``, ``symbol_information``: regularizer weights (0 = off; see
-        :mod:`.regularizers`);
+        ``potential_control``, ``grad_penalty``, ``symbol_information``, ``symbol_information_encoder``:
+        regularizer weights (0 = off), and ``symbol_balance`` (see :mod:`.regularizers`);
         ``amortizer_args``: dict of the amortizer's arguments (``lr``, ``revise_steps``, ...);
         ``latent_dim``: passed to the rule and the amortizer when they take it (else built on first use).
 
@@ -105,7 +108,7 @@ def build_objective(objective: str = "mle", amortizer=None, **kwargs) -> PriorOb
     elif amortizer_args:
         raise ValueError("amortizer_args given but no amortizer chosen; "
                          f"choose one of {sorted(AMORTIZERS)}")
-    if any(float(v) != 0.0 for v in regs.values()):
+    if any(float(v) != 0.0 for k, v in regs.items() if k in REGULARIZER_WEIGHTS):
         obj = Regularized(obj, **{k: float(v) for k, v in regs.items()})
     return obj
 

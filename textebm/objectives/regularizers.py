@@ -20,12 +20,17 @@ Both act on f, the network output, at the positives z+ (the posterior samples in
   an estimate of the information the symbol carries about the sentences x. Maximizing it makes each sentence's
   symbol certain (the second term) while all symbols are used (the first), so that the symbols partition the
   codes of the data into clusters instead of one symbol explaining everything.
-  Here the term moves the prior (z+ detached); with an amortized posterior the same weight also moves the
-  encoder's codes (:func:`textebm.encoders.encoder_loss`), without which one symbol takes every code
-  (docs/latent.md).
+  Here the term moves the prior (z+ detached); with an amortized posterior it also moves the encoder's codes
+  (:func:`textebm.encoders.encoder_loss`), at the weight ``symbol_information_encoder`` (default: the same
+  lambda_I; 0: the prior's share only). ``symbol_balance`` beta weighs the first term,
+  beta * H(mean p(y | z+)) - mean H(p(y | z+)) (the weighted information of Hu et al. 2017, "Learning Discrete
+  Representations via Information Maximizing Self-Augmented Training", eq. 7): at beta = 1 the term wants
+  the symbols used equally often, at beta < 1 it lets them take clusters of unequal size (a corpus whose types
+  are 60 % statements), and at beta = 0 it only makes each code's symbol certain.
 
-Recipe keys (under ``prior.objective_args``): ``potential_control: 0.0``, ``grad_penalty: 0.0`` and
-``symbol_information: 0.0`` (off).
+Recipe keys (under ``prior.objective_args``): ``potential_control: 0.0``, ``grad_penalty: 0.0``,
+``symbol_information: 0.0`` (off), ``symbol_information_encoder`` (default: ``symbol_information``) and
+``symbol_balance: 1.0``.
 """
 from __future__ import annotations
 
@@ -49,16 +54,16 @@ def gradient_penalty(model, z: torch.Tensor) -> torch.Tensor:
     return g.pow(2).sum(-1).mean()
 
 
-def symbol_information(model, z: torch.Tensor, detach: bool = True) -> torch.Tensor:
+def symbol_information(model, z: torch.Tensor, detach: bool = True, balance: float = 1.0) -> torch.Tensor:
     """I(y; z) = H(mean_i p(y | z_i)) - mean_i H(p(y | z_i)) over the rows z_i of z, in nats, differentiable in the
     prior's parameters (``model.symbol_log_probs``: a symbol-vector prior), and in z unless ``detach``. Between 0
-    and log K."""
+    and log K. ``balance`` beta weighs the first term (module docstring; 1: the mutual information)."""
     log_p = model.symbol_log_probs(z.detach() if detach else z)     # (n, K)
     p = log_p.exp()
     marginal = p.mean(0)
     h_marginal = -(marginal * torch.log(marginal.clamp_min(1e-30))).sum()
     h_conditional = -(p * log_p).sum(-1).mean()
-    return h_marginal - h_conditional
+    return balance * h_marginal - h_conditional
 
 
 class Regularized(PriorObjective):
@@ -72,21 +77,31 @@ class Regularized(PriorObjective):
         potential_control: alpha_p >= 0.
         grad_penalty: lambda >= 0.
         symbol_information: lambda_I >= 0 (the loss gains - lambda_I * I(y; z+)).
+        symbol_information_encoder: the term's weight on an amortized posterior's codes (:attr:`encoder_information`,
+            which the training loss reads; default: ``symbol_information``).
+        symbol_balance: beta >= 0 on the term's H(mean p(y | z)) (module docstring).
     """
 
     def __init__(self, base: PriorObjective, potential_control: float = 0.0, grad_penalty: float = 0.0,
-                 symbol_information: float = 0.0):
+                 symbol_information: float = 0.0, symbol_information_encoder: Optional[float] = None,
+                 symbol_balance: float = 1.0):
         super().__init__()
         if not isinstance(base, PriorObjective):
             raise TypeError(f"base must be a PriorObjective, got {type(base).__name__}")
+        if symbol_information_encoder is None:
+            symbol_information_encoder = symbol_information
         for key, val in (("potential_control", potential_control), ("grad_penalty", grad_penalty),
-                         ("symbol_information", symbol_information)):
+                         ("symbol_information", symbol_information),
+                         ("symbol_information_encoder", symbol_information_encoder),
+                         ("symbol_balance", symbol_balance)):
             if not val >= 0:
                 raise ValueError(f"{key} must be >= 0, got {val}")
         self.base = base
         self.potential_control = float(potential_control)
         self.grad_penalty = float(grad_penalty)
         self.symbol_information = float(symbol_information)
+        self.encoder_information = float(symbol_information_encoder)
+        self.symbol_balance = float(symbol_balance)
         self.name = base.name
         self.requires_negatives = base.requires_negatives
 
@@ -117,7 +132,7 @@ class Regularized(PriorObjective):
             if not hasattr(prior, "symbol_log_probs"):
                 raise ValueError(f"symbol_information needs a prior with symbols (prior.kind: symbol_vector); this "
                                  f"prior is {getattr(prior, 'kind', type(prior).__name__)!r}")
-            info = symbol_information(prior, z_pos)
+            info = symbol_information(prior, z_pos, balance=self.symbol_balance)
             loss = loss - self.symbol_information * info
             stats["symbol_information"] = info.detach()
         return loss, stats

@@ -25,10 +25,12 @@ class TrainingLoss(nn.Module):
 
     A fixed prior (``prior.fixed``) has no loss; a model without an encoder neither."""
 
-    def __init__(self, model, objective: nn.Module, encoder_loss: str = "chain", symbol_information: float = 0.0):
+    def __init__(self, model, objective: nn.Module, encoder_loss: str = "chain"):
         super().__init__()
         self.model, self.objective, self.encoder_loss = model, objective, encoder_loss
-        self.symbol_information = float(symbol_information)  # the information term's weight on the encoder's codes
+        # the information term's share on the encoder's codes: its weight and beta, as the objective resolved them
+        self.symbol_information = float(getattr(objective, "encoder_information", 0.0))
+        self.symbol_balance = float(getattr(objective, "symbol_balance", 1.0))
 
     def forward(self, x, z_pos, z_neg, generator=None):
         from ..encoders import encoder_loss
@@ -37,7 +39,8 @@ class TrainingLoss(nn.Module):
         zero = logp.new_zeros(())
         prior_loss, stats = (zero, {}) if self.model.prior.fixed else self.objective(self.model.prior, z_pos, z_neg)
         enc_loss = zero if self.model.encoder is None else encoder_loss(self.model, x, z_pos, self.encoder_loss,
-                                                                        generator, self.symbol_information)
+                                                                        generator, self.symbol_information,
+                                                                        self.symbol_balance)
         return logp, prior_loss, enc_loss, stats
 
 

@@ -130,8 +130,7 @@ class Trainer:
             if t.lr_prior_schedule else lam
         self.scheds = [torch.optim.lr_scheduler.LambdaLR(o, lam_prior if name == "prior" else lam)
                        for name, o in self.optimizers.items()]
-        info = getattr(self.objective, "symbol_information", 0.0)  # its encoder share (the objective has its own)
-        self.loss = self.dist.wrap(TrainingLoss(self.model, self.objective, t.encoder_loss, info), self.device,
+        self.loss = self.dist.wrap(TrainingLoss(self.model, self.objective, t.encoder_loss), self.device,
                                    find_unused_parameters=bool(self.amortizers))
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(r.seed + 1_000_003 * self.dist.rank)  # each rank draws its own noise
