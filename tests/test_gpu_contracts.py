@@ -391,3 +391,34 @@ def test_step_times_on_a_gpu_are_read_from_its_events_only_when_logged():
     clock = StepClock(torch.device("cpu"))
     assert not clock.cuda and clock.between(1.0, 3.5) == 2.5 and isinstance(clock.mark(), float)
     assert StepClock(torch.device("cuda", 0)).cuda
+
+
+# ---- the symbol-vector prior's information term, on the prior and on an amortized posterior's codes ----------
+SYMBOLS = ("prior.kind=symbol_vector", "prior.n_symbols=4", "prior.symbol_spread=10",
+           "prior.objective_args={symbol_information: 5, symbol_balance: 0.5}")
+
+
+def test_a_symbol_training_step_keeps_the_contracts(toy_corpus, tmp_path, rnn_mode_guard):
+    """With the information term on both shares: the step reads the device exactly as often as the same step
+    without symbols (the encoder's packing reads its lengths, outside any chain), however long the chains; the
+    encoder's GRU backpropagates only in training mode; no position is accumulated into twice."""
+    def reads(k, *extra):
+        tr = trainer(toy_corpus, tmp_path / f"{k}{len(extra)}", "model.encoder=gru", *extra,
+                     f"sampling.posterior_steps={k}", f"sampling.prior_steps={k}")
+        tr.train_step(tr.data.next())
+        with counting_host_reads() as log:
+            stats = tr.train_step(tr.data.next())
+        return tr, stats, sum(log.syncs.values())
+
+    plain = reads(2)[2]
+    for k in (2, 30):
+        tr, stats, n = reads(k, *SYMBOLS)
+        assert tr.loss.symbol_information == 5.0 and tr.loss.symbol_balance == 0.5  # both shares are on
+        assert torch.is_tensor(stats["symbol_information"])  # read when logged
+        assert n == plain, (k, n, plain)
+    assert rnn_mode_guard["with_grad"] > 0
+    log = OpLog()
+    with log:
+        tr.train_step(tr.data.next())
+    bad = [name for name, once in log.accumulations if not once]
+    assert not bad, bad
